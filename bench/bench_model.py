@@ -1,0 +1,147 @@
+"""Prefill and greedy-decode throughput of model.py against transformers on the same weights.
+
+    python bench/bench_model.py                     # embedded SmolLM2-135M, fp32, CPU
+    python bench/bench_model.py --llama8b           # Llama-3-8B-shaped random bf16 weights, CUDA
+
+Prefill = generate(max_new_tokens=1) on a prompt of --prompt-len tokens (the cache is built as in
+real use). Decode tokens/s = (N - 1) * batch / (time of N new tokens - time of 1). The 8B run also
+reports decode at batch 1 against the memory-bandwidth limit: weight bytes / HBM bandwidth, with
+the bandwidth measured on the spot by a device-to-device copy.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import model as M  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of fn() after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours_runner(model, prompts, **flags):
+    return lambda n: (lambda: M.generate(model, prompts, n, **flags))
+
+
+def hf_runner(hf_model, prompts):
+    tokens = torch.tensor(prompts, device=hf_model.device)
+
+    def run(n):
+        return lambda: hf_model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=n,
+                                         min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return run
+
+
+def measure(run, batch: int, prompt_len: int, new_tokens: int, repeats: int) -> dict:
+    t1 = timed(run(1), repeats)
+    tn = timed(run(new_tokens), repeats)
+    return {"prefill_tok_s": batch * prompt_len / t1, "decode_tok_s": batch * (new_tokens - 1) / (tn - t1),
+            "decode_step_ms": 1000 * (tn - t1) / (new_tokens - 1)}
+
+
+def hbm_bandwidth() -> float:
+    """Bytes/s of a large device-to-device copy, counting bytes read plus written."""
+    x = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    seconds = timed(lambda: y.copy_(x), 10)
+    return 2 * x.numel() / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llama8b", action="store_true", help="Llama-3-8B shape, random bf16 weights, CUDA")
+    parser.add_argument("--prompt-len", type=int, default=500)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-hf", action="store_true", help="skip transformers")
+    args = parser.parse_args()
+
+    if args.llama8b:
+        device, dtype = "cuda", torch.bfloat16
+        config = M.PRESETS["llama-3-8b"]
+        with torch.device(device):
+            ours = M.Transformer(config).to(dtype)
+        ours.init_weights(std=0.02)
+        ours.eval()
+        variants = {"ours (eager)": {}, "ours (cuda graph)": {"cuda_graph": True},
+                    "ours (compile + cuda graph)": {"compile": True}}
+    else:
+        device, dtype = "cpu", torch.float32
+        path = M.embedded_model_path()
+        ours = M.load_model(path, device=device, dtype=dtype)
+        config = ours.config
+        variants = {"ours": {}}
+    print(f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, "
+          f"threads {torch.get_num_threads()}, {config.num_params / 1e6:.0f}M params, {dtype}")
+
+    hf_model = None
+    if not args.no_hf:
+        import transformers
+        if args.llama8b:
+            hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.config_to_hf(config, dtype)))
+            hf_model = hf_model.to(device=device, dtype=dtype).eval()
+            names = M.checkpoint_names(config, M._HF_NAMES)
+            hf_params = dict(hf_model.named_parameters())
+            with torch.no_grad():  # same weights in both
+                for ours_name, sources in names.items():
+                    weight = ours.get_parameter(ours_name)
+                    parts = weight.split(M.split_sizes(config, ours_name)) if len(sources) > 1 else [weight]
+                    for name, part in zip(sources, parts):
+                        hf_params[name].copy_(part)
+        else:
+            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for batch in args.batch:
+        prompts = torch.randint(100, config.vocab_size - 100, (batch, args.prompt_len), generator=generator).tolist()
+        results = {name: measure(ours_runner(ours, prompts, **flags), batch, args.prompt_len, args.new_tokens, args.repeats)
+                   for name, flags in variants.items()}
+        if hf_model is not None:
+            results["transformers"] = measure(hf_runner(hf_model, prompts), batch, args.prompt_len,
+                                              args.new_tokens, args.repeats)
+        for name, r in results.items():
+            rows.append((batch, name, r))
+
+    print(f"\nprompt {args.prompt_len} tokens, {args.new_tokens} new tokens, median of {args.repeats}")
+    print(f"{'batch':>5} {'implementation':<30} {'prefill tok/s':>14} {'decode tok/s':>13} {'step ms':>8}"
+          f" {'prefill x':>9} {'decode x':>9}")
+    for batch, name, r in rows:
+        base = next((r2 for b2, n2, r2 in rows if b2 == batch and n2 == "transformers"), None)
+        ratio_p = f"{r['prefill_tok_s'] / base['prefill_tok_s']:.2f}" if base else "-"
+        ratio_d = f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}" if base else "-"
+        print(f"{batch:>5} {name:<30} {r['prefill_tok_s']:>14.1f} {r['decode_tok_s']:>13.1f} "
+              f"{r['decode_step_ms']:>8.2f} {ratio_p:>9} {ratio_d:>9}")
+
+    if args.llama8b:
+        weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+        bandwidth = hbm_bandwidth()
+        limit = bandwidth / weight_bytes
+        print(f"\nweights {weight_bytes / 1e9:.2f} GB, measured copy bandwidth {bandwidth / 1e12:.2f} TB/s "
+              f"-> batch-1 decode limit {limit:.1f} tok/s")
+        for batch, name, r in rows:
+            if batch == 1:
+                print(f"  {name:<30} {r['decode_tok_s']:7.1f} tok/s = {100 * r['decode_tok_s'] / limit:5.1f}% of the limit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""model.py against transformers (the reference oracle): logits, greedy tokens, tokenizer ids,
+chat rendering, export; plus KV-cache and batching invariants and bad-input errors."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from conftest import byte_tokenizer
+
+import model as M
+
+transformers = pytest.importorskip("transformers")
+
+TINY_CONFIGS = {
+    "mha": dataclasses.replace(M.PRESETS["tiny"], n_kv_heads=4),
+    "gqa": M.PRESETS["tiny"],
+    "gqa-llama3-rope": dataclasses.replace(M.PRESETS["tiny"], rope_scaling=(8.0, 1.0, 4.0, 32), max_seq_len=512),
+    "tied": dataclasses.replace(M.PRESETS["tiny"], tie_embeddings=True, n_kv_heads=1),
+}
+
+
+def random_model(config, seed=0):
+    torch.manual_seed(seed)
+    model = M.Transformer(config)
+    model.init_weights(std=0.3)  # large enough that logits differ clearly between tokens
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(TINY_CONFIGS))
+def test_tiny_random_logits_match_transformers_after_save_hf(name, tmp_path):
+    config = TINY_CONFIGS[name]
+    ours = random_model(config)
+    M.save_hf(ours, byte_tokenizer(), tmp_path / "ckpt")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32).eval()
+    tokens = torch.randint(0, config.vocab_size, (2, 200 if config.rope_scaling else 40))
+    with torch.no_grad():
+        diff = (ours(tokens) - theirs(tokens).logits).abs().max().item()
+    assert diff < 1e-4, diff
+    # and back: our loader reads the exported folder to the same weights
+    reloaded = M.load_model(tmp_path / "ckpt", device="cpu")
+    for (n1, p1), (n2, p2) in zip(ours.named_parameters(), reloaded.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+
+
+def test_llama3_rope_scaling_changes_frequencies_like_transformers():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    config = M.PRESETS["llama-3.1-8b"]
+    hf_config = transformers.LlamaConfig(**M.config_to_hf(config, torch.bfloat16))
+    theirs, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
+    ours = M.rope_inv_freq(config)
+    assert torch.allclose(ours, theirs.float(), rtol=1e-6)
+    assert not torch.allclose(ours, M.rope_inv_freq(M.PRESETS["llama-3-8b"]))
+
+
+def test_embedded_model_logits_match_transformers(embedded, hf_embedded):
+    ours, tokenizer = embedded
+    theirs, _ = hf_embedded
+    ids = tokenizer.render_prompt([{"role": "user", "content": "def fib(n):\n    # return the n-th Fibonacci number"}])
+    tokens = torch.tensor([ids])
+    with torch.no_grad():
+        diff = (ours(tokens) - theirs(tokens).logits).abs().max().item()
+    assert diff < 1e-3, diff
+
+
+def test_embedded_greedy_generation_matches_transformers(embedded, hf_embedded):
+    ours, tokenizer = embedded
+    theirs, _ = hf_embedded
+    ids = tokenizer.render_prompt([{"role": "user", "content": "List three colours of the rainbow."}])
+    new = M.generate(ours, [ids], 40, stop_ids=tokenizer.stop_ids)[0]
+    prompt = torch.tensor([ids])
+    with torch.no_grad():  # attention_mask is required: the pad id is <|im_end|>, see embedded-model.md
+        reference = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40,
+                                    do_sample=False, eos_token_id=tokenizer.stop_ids)[0, len(ids):].tolist()
+    reference = [t for t in reference if t not in tokenizer.stop_ids]
+    assert len(new) >= 32
+    assert new == reference
+
+
+def test_cached_decoding_equals_full_forward():
+    config = TINY_CONFIGS["gqa-llama3-rope"]
+    model = random_model(config, seed=1)
+    prompt = torch.randint(0, config.vocab_size, (1, 7))
+    generated = M.generate(model, [prompt[0].tolist()], 12)[0]
+    sequence = torch.tensor([prompt[0].tolist() + generated])
+    with torch.no_grad():
+        full = model(sequence)
+    # teacher forcing on the whole sequence predicts exactly the tokens decoded one by one
+    assert full[0, 6:6 + len(generated)].argmax(-1).tolist() == generated
+
+    # and the cached logits equal the full-forward logits step by step
+    S = sequence.shape[1]
+    cache = M.KVCache(config, 1, S, "cpu", torch.float32)
+    slots = torch.arange(S)
+    mask = (slots[None, :] <= slots[:, None])[None, None]
+    with torch.no_grad():
+        prefill = model(sequence[:, :7], cache, slots[:7], slots[None, :7], mask[:, :, :7])
+        steps = [model(sequence[:, t:t + 1], cache, slots[t:t + 1], slots[None, t:t + 1], mask[:, :, t:t + 1])
+                 for t in range(7, S)]
+    cached = torch.cat([prefill] + steps, dim=1)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-5)
+
+
+def test_batched_generation_equals_one_by_one(embedded):
+    model, tokenizer = embedded
+    questions = ["Hi!", "Write a haiku about the sea and the wind at night.", "What is 7 times 8?"]
+    prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in questions]
+    assert len({len(p) for p in prompts}) == 3
+    batched = M.generate(model, prompts, 16, stop_ids=tokenizer.stop_ids)
+    single = [M.generate(model, [p], 16, stop_ids=tokenizer.stop_ids)[0] for p in prompts]
+    assert batched == single
+
+
+def test_sampling_is_reproducible_with_a_seed_and_stops(embedded):
+    model, tokenizer = embedded
+    prompt = tokenizer.render_prompt([{"role": "user", "content": "Tell me a story."}])
+    a = M.generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
+    b = M.generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
+    assert a == b
+    first = M.generate(model, [prompt], 1)[0][0]
+    assert M.generate(model, [prompt], 5, stop_ids=[first]) == [[]]
+
+
+ASCII_SAMPLES = [
+    "Hello, world!", "def add(a, b):\n    return a + b\n", "1234567890 + 987 = 99999",
+    "   leading and trailing spaces   ", "tabs\tand\nnewlines\r\n", "x**2 - 3*x + 2 == 0",
+    "<<<Step 1: [(10, [0, 1])]>>>", "<|im_start|>user\nhi<|im_end|>", "{'a': [1, 2.5e-3]}",
+    "CamelCase snake_case kebab-case", "!!!???...,,,;;;", "",
+]
+
+
+def test_tokenizer_ids_equal_transformers(embedded, hf_embedded):
+    _, ours = embedded
+    _, theirs = hf_embedded
+    for text in ASCII_SAMPLES:
+        assert ours.encode(text) == theirs.encode(text, add_special_tokens=False), text
+        assert ours.decode(ours.encode(text), skip_special_tokens=False) == text
+
+
+CONVERSATION = [
+    {"role": "user", "content": "Solve 3 + 4."},
+    {"role": "assistant", "content": "Use code.\n```python\nprint(3 + 4)\n```"},
+    {"role": "user", "content": "The output was 7."},
+    {"role": "assistant", "content": "<<<7>>>"},
+]
+
+
+def assistant_text(tokenizer, ids, mask):
+    return tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
+
+
+def test_render_conversation_masks_exactly_the_assistant_tokens(embedded, hf_embedded):
+    _, tokenizer = embedded
+    _, hf_tokenizer = hf_embedded
+    ids, mask = tokenizer.render_conversation(CONVERSATION)
+    reference = hf_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)
+    assert ids == list(reference)
+    assert len(mask) == len(ids)
+    assert assistant_text(tokenizer, ids, mask) == "Use code.\n```python\nprint(3 + 4)\n```<|im_end|><<<7>>><|im_end|>"
+    # the generation prompt is the conversation so far plus the assistant header
+    prompt = tokenizer.render_prompt(CONVERSATION[:3])
+    assert prompt == list(hf_tokenizer.apply_chat_template(CONVERSATION[:3], add_generation_prompt=True,
+                                                           tokenize=True, return_dict=False))
+
+
+def test_llama3_format_masks_and_matches_its_jinja(tmp_path):
+    tokenizer = byte_tokenizer("llama3")
+    ids, mask = tokenizer.render_conversation([{"role": "system", "content": "Be brief."}] + CONVERSATION)
+    assert tokenizer.decode(ids, skip_special_tokens=False).startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>")
+    assert assistant_text(tokenizer, ids, mask) == "Use code.\n```python\nprint(3 + 4)\n```<|eot_id|><<<7>>><|eot_id|>"
+    config = dataclasses.replace(M.PRESETS["tiny"])
+    M.save_hf(random_model(config), tokenizer, tmp_path / "ckpt")
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    assert list(hf_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)) == \
+        tokenizer.render_conversation(CONVERSATION)[0]
+    reloaded = M.load_tokenizer(tmp_path / "ckpt")
+    assert reloaded.chat_format == "llama3" and reloaded.render_prompt(CONVERSATION[:1]) == tokenizer.render_prompt(CONVERSATION[:1])
+
+
+def test_render_conversation_rejects_bad_roles(embedded):
+    _, tokenizer = embedded
+    with pytest.raises(ValueError, match="roles"):
+        tokenizer.render_conversation([{"role": "assistant", "content": "hi"}])
+    with pytest.raises(ValueError, match="roles"):
+        tokenizer.render_conversation([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+
+def test_sharded_export_loads_in_transformers_and_back(tmp_path):
+    config = TINY_CONFIGS["gqa"]
+    ours = random_model(config, seed=2)
+    out = M.save_hf(ours, byte_tokenizer(), tmp_path / "sharded", max_shard_bytes=100_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokens = torch.randint(0, config.vocab_size, (1, 30))
+    with torch.no_grad():
+        assert (ours(tokens) - theirs(tokens).logits).abs().max().item() < 1e-4
+        assert torch.equal(M.load_model(out, device="cpu")(tokens), ours(tokens))
+
+
+def test_embedded_model_exports_and_reloads(embedded, tmp_path):
+    model, tokenizer = embedded
+    out = M.save_hf(model, tokenizer, tmp_path / "smol")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert list(hf_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)) == \
+        tokenizer.render_conversation(CONVERSATION)[0]
+    tokens = torch.tensor([tokenizer.encode("The quick brown fox")])
+    with torch.no_grad():
+        assert (model(tokens) - theirs(tokens).logits).abs().max().item() < 1e-3
+
+
+# ---- bad input ----------------------------------------------------------------------------
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        M.load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        M.load_model(tmp_path / "empty")
+
+
+def test_unknown_config_fields_are_named(tmp_path):
+    out = M.save_hf(random_model(M.PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
+    config = json.loads((out / "config.json").read_text())
+    config["sliding_window_size"] = 4096
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json.*sliding_window_size"):
+        M.load_model(out)
+
+
+def test_mismatched_tensors_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+    out = M.save_hf(random_model(M.PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
+    state = load_file(out / "model.safetensors")
+    renamed = dict(state)
+    renamed["model.layers.0.self_attn.query.weight"] = renamed.pop("model.layers.0.self_attn.q_proj.weight")
+    save_file(renamed, out / "model.safetensors")
+    with pytest.raises(ValueError, match=r"missing \['model.layers.0.self_attn.q_proj.weight'\].*query"):
+        M.load_model(out)
+    reshaped = dict(state)
+    reshaped["model.norm.weight"] = torch.ones(3)
+    save_file(reshaped, out / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.norm.weight has shape \(3,\)"):
+        M.load_model(out)
+
+
+def test_empty_and_overlong_prompts_are_rejected():
+    model = random_model(M.PRESETS["tiny"])
+    with pytest.raises(ValueError, match="empty"):
+        M.generate(model, [[]], 4)
+    with pytest.raises(ValueError, match="context"):
+        M.generate(model, [[1] * 250], 10)
+    with pytest.raises(ValueError, match="token ids"):
+        M.generate(model, [[100_000]], 4)
