@@ -96,8 +96,11 @@ def main():
     if not args.no_hf:
         import transformers
         if args.llama8b:
-            hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.config_to_hf(config, dtype)))
-            hf_model = hf_model.to(device=device, dtype=dtype).eval()
+            torch.set_default_dtype(dtype)  # build directly in bf16 on the GPU
+            with torch.device(device):
+                hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.config_to_hf(config, dtype)))
+            torch.set_default_dtype(torch.float32)
+            hf_model.eval()
             names = M.checkpoint_names(config, M._HF_NAMES)
             hf_params = dict(hf_model.named_parameters())
             with torch.no_grad():  # same weights in both
@@ -111,6 +114,12 @@ def main():
                 str(path.parent), gguf_file=path.name, dtype=dtype).eval()
 
     generator = torch.Generator().manual_seed(0)
+    if args.llama8b:  # the captured and compiled decode steps must give the eager tokens
+        prompt = torch.randint(100, config.vocab_size - 100, (1, 32), generator=generator).tolist()
+        eager = M.generate(ours, prompt, 32)
+        for name, flags in variants.items():
+            same = sum(a == b for a, b in zip(eager[0], M.generate(ours, prompt, 32, **flags)[0]))
+            print(f"greedy tokens equal to eager: {name}: {same}/32")
     rows = []
     for batch in args.batch:
         prompts = torch.randint(100, config.vocab_size - 100, (batch, args.prompt_len), generator=generator).tolist()
