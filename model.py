@@ -359,7 +359,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     logits = model(tokens, cache, slot_ids[:P], positions, mask[:, None])[:, -1]
 
     decode_step = model
-    if cuda_graph or compile:
+    if (cuda_graph or compile) and max_new_tokens > 1:
         if device.type != "cuda":
             raise ValueError("cuda_graph and compile need a CUDA model")
         decode_step = _captured_decode_step(model, cache, B, S, compile)

@@ -186,7 +186,10 @@ def normalize_math_text(expr: str) -> str:
     for old, new in replacements.items():
         expr = expr.replace(old, new)
     # \frac(a)(b) after the brace rewrite -> ((a)/(b))
-    expr = re.sub(r"\\frac\s*(\([^()]*\))\s*(\([^()]*\))", r"(\1/\2)", expr)
+    previous = None
+    while previous != expr:  # innermost first, so nested fractions unwind
+        previous = expr
+        expr = re.sub(r"\\frac\s*(\([^()]*\))\s*(\([^()]*\))", r"(\1/\2)", expr)
     return expr.replace("$", "").strip()
 
 
@@ -289,3 +292,15 @@ def read_question_and_solution(folder: Path) -> tuple[str, object]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{solution_path}: invalid JSON: {error}") from None
     return question, solution
+
+
+def original_samples(task: Task, dataset_gather_dir: Path, folder_name: str, to_sample) -> list[Sample]:
+    """One Sample per sample_i folder of an original task folder; `to_sample(question,
+    solution)` returns (answer, meta) and the complexity comes from solution.json."""
+    samples = []
+    for folder in sample_folders(Path(dataset_gather_dir) / folder_name):
+        question, solution = read_question_and_solution(folder)
+        answer, meta = to_sample(question, solution)
+        samples.append(Sample(task=task.id, id=folder.name, question=question, answer=answer,
+                              complexity=solution.get("complexity"), meta=meta))
+    return samples

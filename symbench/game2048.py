@@ -13,8 +13,8 @@ solver's plain simulation reproduces that; our generator always starts on a numb
 import random
 from pathlib import Path
 
-from symbench.core import Sample, Task
-from symbench.grids import comma_tokens, format_grid, original_samples
+from symbench.core import Sample, Task, original_samples
+from symbench.grids import comma_tokens, format_grid
 
 STEPS = {"u": (-1, 0), "d": (1, 0), "l": (0, -1), "r": (0, 1)}
 

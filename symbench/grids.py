@@ -15,7 +15,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
-from symbench.core import Sample, Task, parse_number, read_question_and_solution, sample_folders
+from symbench.core import Sample, Task, original_samples, parse_number
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -30,18 +30,6 @@ def comma_tokens(answer: str, limit: int) -> list[str] | None:
     text = text.translate({ord(ch): None for ch in "[](){}'\"`"})
     tokens = [token.strip() for token in text.split(",")]
     return [token for token in tokens if token]
-
-
-def original_samples(task: Task, dataset_gather_dir: Path, folder_name: str, to_sample) -> list[Sample]:
-    """One Sample per sample_i folder of an original task folder; `to_sample(question,
-    solution)` returns (answer, meta) and the complexity comes from solution.json."""
-    samples = []
-    for folder in sample_folders(Path(dataset_gather_dir) / folder_name):
-        question, solution = read_question_and_solution(folder)
-        answer, meta = to_sample(question, solution)
-        samples.append(Sample(task=task.id, id=folder.name, question=question, answer=answer,
-                              complexity=solution.get("complexity"), meta=meta))
-    return samples
 
 
 def format_grid(rows: list[list], separator: str) -> str:

@@ -13,8 +13,8 @@ import random
 import re
 from pathlib import Path
 
-from symbench.core import Sample, Task
-from symbench.grids import LETTERS, original_samples
+from symbench.core import Sample, Task, original_samples
+from symbench.grids import LETTERS
 
 PASS, PENG, CHI = 0, 1, 2
 HAND_SIZE = 13

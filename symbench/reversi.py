@@ -17,8 +17,8 @@ the moves that follow, so its questions show the board before the moves.
 import random
 from pathlib import Path
 
-from symbench.core import Sample, Task
-from symbench.grids import comma_tokens, original_samples
+from symbench.core import Sample, Task, original_samples
+from symbench.grids import comma_tokens
 
 BLACK, WHITE, EMPTY = "0", "1", "*"
 DIRECTIONS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
