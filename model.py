@@ -356,7 +356,9 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     causal = slot_ids[None, :] <= slot_ids[:P, None]                     # (P, S)
     mask = (causal[None] & real_slot[:, None, :]) | (slot_ids[None, :] == slot_ids[:P, None])[None]
     positions = (slot_ids[None, :P] - pad[:, None]).clamp(min=0)
-    logits = model(tokens, cache, slot_ids[:P], positions, mask[:, None])[:, -1]
+    # Only the last position's logits are needed: skip the LM head on the rest of the prompt.
+    hidden = model(tokens, cache, slot_ids[:P], positions, mask[:, None], return_hidden=True)
+    logits = model.lm_head(hidden[:, -1])
 
     decode_step = model
     if (cuda_graph or compile) and max_new_tokens > 1:
