@@ -72,32 +72,30 @@ def read_samples(path: str | Path) -> dict[tuple[str, str], Sample]:
 
 
 def write_lines(path: str, lines) -> int:
-    """Write `lines` (an iterable of strings, possibly lazy) to path, or stdout for '-'.
-
-    A file is written to a temporary neighbour and renamed into place, so an interrupted or
-    failed run never leaves a half-written file under the requested name."""
-    if path == "-":
+    """Write `lines` (an iterable of strings, possibly lazy) to path, or stdout for '-'; returns
+    how many. A file is written to a temporary neighbour and renamed into place, so an
+    interrupted or failed run never leaves a half-written file under the requested name."""
+    def write_all(handle) -> int:
         count = 0
         for line in lines:
-            sys.stdout.write(line + "\n")
+            handle.write(line + "\n")
             count += 1
         return count
+
+    if path == "-":
+        return write_all(sys.stdout)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent,
-                                         prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with handle:
-            count = 0
-            for line in lines:
-                handle.write(line + "\n")
-                count += 1
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            count = write_all(handle)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)  # NamedTemporaryFile makes 0600; give the usual mode
-        os.replace(handle.name, target)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(temporary, target)
     except BaseException:
-        os.unlink(handle.name)
+        os.unlink(temporary)
         raise
     return count
 
