@@ -1,0 +1,492 @@
+"""The LLM access layer (spec A.7): one small interface over three backends.
+
+    client = make_client("gpt-4o")                 # OpenAI, vLLM, llama.cpp, Ollama, serve.py ...
+    reply = client.chat(messages, temperature=0)   # Reply(text, prompt_tokens, completion_tokens, ...)
+    text = client(messages)                        # just the text: usable as checkers' `chat`
+    client.usage                                   # Usage(calls, prompt_tokens, completion_tokens, ...)
+
+Backends:
+- OpenAIClient: raw HTTP to any OpenAI-compatible `{base_url}/chat/completions`.
+- AnthropicClient: raw HTTP to the Messages API, the system prompt passed separately.
+- LocalClient: a model.py checkpoint (HF directory, .gguf or the embedded SmolLM2-135M) run
+  in-process, loaded once and shared by every LocalClient of the same checkpoint.
+
+make_client picks the backend; the rule is in its docstring. The HTTP clients retry connection
+errors, timeouts and HTTP 408/409/429/5xx with exponential backoff and full jitter, honouring
+Retry-After; any other 4xx fails at once with an LLMError that names the endpoint, the model,
+the status and the server's message, and never the key. Every client is safe to call from many
+threads; usage totals are kept under a lock.
+
+Tests (CPU, a few seconds plus loading the embedded model once):
+    python -m pytest tests/test_llm.py tests/test_serve.py
+"""
+import email.utils
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+import model as M
+
+# Spec A.1: TaskLLM and helper-LLM sampling.
+DEFAULT_MAX_TOKENS = 2000
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+ANTHROPIC_VERSION = "2023-06-01"
+
+# Retries. The original tried 25 times 1 s apart; we back off exponentially with full jitter.
+MAX_RETRIES = 6
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to this, whatever backoff_cap is
+REQUEST_TIMEOUT_S = 600.0
+RETRY_STATUSES = {408, 409, 429}  # and every 5xx
+
+# Models that take no sampling parameters (spec A.7: o1-family, DeepSeek-R1), recognised by the
+# prefix of the name after any "provider/" part. gpt-5 rejects temperature and max_tokens too.
+REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5", "deepseek-reasoner")
+
+# What chat(messages, **overrides) may override; None means "the client's default".
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop")
+
+
+class LLMError(RuntimeError):
+    """A request that failed for good. `status` is the HTTP status (None for connection errors
+    and local failures)."""
+
+    def __init__(self, message: str, *, url: str | None = None, model: str | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.url, self.model, self.status = url, model, status
+
+
+class ContextLengthError(LLMError, ValueError):
+    """The prompt alone does not fit the local model's context."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float          # wall time of the whole call, retries included
+    model: str
+    finish_reason: str      # "stop" or "length" (other values as the server sent them)
+
+
+@dataclass(frozen=True)
+class Usage:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    failures: int = 0
+
+
+class LLMClient:
+    """chat(messages, **overrides) -> Reply and client(messages) -> str, with usage totals.
+
+    messages are OpenAI-style [{"role": "system"|"user"|"assistant", "content": str}, ...].
+    Subclasses set `self.model` (the name replies report) and implement `_complete`."""
+
+    backend = "?"
+
+    def __init__(self, model: str, *, temperature=0.0, top_p=1.0, top_k=None,
+                 max_tokens=DEFAULT_MAX_TOKENS, seed=None, stop=None):
+        self.model = model
+        self.defaults = dict(temperature=temperature, top_p=top_p, top_k=top_k,
+                             max_tokens=max_tokens, seed=seed, stop=stop)
+        self.fallback_reason: str | None = None  # set by make_client when it fell back to the embedded model
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+
+    def chat(self, messages: list[dict], **overrides) -> Reply:
+        unknown = set(overrides) - set(SAMPLING_KEYS)
+        if unknown:
+            raise TypeError(f"unknown sampling parameters {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
+        params = dict(self.defaults)
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        start = time.perf_counter()
+        try:
+            text, prompt_tokens, completion_tokens, finish_reason = self._complete(messages, params)
+        except Exception:
+            self._record(Usage(failures=1, seconds=time.perf_counter() - start))
+            raise
+        seconds = time.perf_counter() - start
+        self._record(Usage(calls=1, prompt_tokens=prompt_tokens,
+                           completion_tokens=completion_tokens, seconds=seconds))
+        return Reply(text, prompt_tokens, completion_tokens, seconds, self.model, finish_reason)
+
+    def __call__(self, messages: list[dict]) -> str:
+        return self.chat(messages).text
+
+    @property
+    def usage(self) -> Usage:
+        with self._usage_lock:
+            return self._usage
+
+    def _record(self, delta: Usage):
+        with self._usage_lock:
+            u = self._usage
+            self._usage = Usage(u.calls + delta.calls, u.prompt_tokens + delta.prompt_tokens,
+                                u.completion_tokens + delta.completion_tokens, u.seconds + delta.seconds,
+                                u.retries + delta.retries, u.failures + delta.failures)
+
+    def _complete(self, messages, params) -> tuple[str, int, int, str]:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.model!r})"
+
+
+# ------------------------------------------------------------------------------------------
+# HTTP backends
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (seconds from now). None if absent or
+    unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(response: requests.Response) -> str:
+    """The error message of an OpenAI-, Anthropic-, vLLM- or Ollama-style error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason or ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return json.dumps(body)[:500]
+
+
+class HTTPClient(LLMClient):
+    """POST JSON with retries. Each thread keeps its own requests.Session (sessions are not
+    guaranteed thread-safe, and one pool per thread keeps connections alive under concurrency)."""
+
+    def __init__(self, model: str, url: str, headers: dict, secret: str | None, *,
+                 timeout: float = REQUEST_TIMEOUT_S, max_retries: int = MAX_RETRIES,
+                 backoff_base: float = BACKOFF_BASE_S, backoff_cap: float = BACKOFF_CAP_S, **sampling):
+        super().__init__(model, **sampling)
+        self.url = url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._secret = secret
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _fail(self, what: str, status: int | None = None) -> LLMError:
+        return LLMError(self._scrub(f"{self.backend} request to {self.url} for model {self.model!r} {what}"),
+                        url=self.url, model=self.model, status=status)
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER_S)
+        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** retry))
+
+    def _post(self, body: dict, stream: bool = False) -> dict:
+        """The decoded JSON reply (for a stream: the chunks assembled into one completion)."""
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            retry_after, last = None, None
+            try:
+                with self._session().post(self.url, json=body, headers=self._headers,
+                                          timeout=self.timeout, stream=stream) as response:
+                    if 200 <= response.status_code < 300:
+                        try:
+                            return assemble_stream(response) if stream else response.json()
+                        except ValueError as e:
+                            raise self._fail(f"got an unreadable reply: {e}", 200) from None
+                    status = response.status_code
+                    last = f"HTTP {status}: {_server_message(response)}"
+                    if status not in RETRY_STATUSES and status < 500:
+                        raise self._fail(f"failed with {last}", status)
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    if retry_after is None and response.headers.get("retry-after-ms"):
+                        retry_after = retry_after_seconds(response.headers["retry-after-ms"])
+                        retry_after = None if retry_after is None else retry_after / 1000
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                status, last = None, f"{type(e).__name__}: {e}"
+            if attempt == attempts - 1:
+                raise self._fail(f"failed after {attempts} attempts; last error: {last}", status)
+            self._record(Usage(retries=1))
+            time.sleep(self._backoff(attempt, retry_after))
+        raise AssertionError("unreachable")
+
+
+def assemble_stream(response: requests.Response) -> dict:
+    """Read an OpenAI server-sent-event stream into the shape of a non-streamed completion."""
+    pieces, finish_reason, usage = [], None, None
+    for line in response.iter_lines(decode_unicode=True):
+        if not line or not line.startswith("data:"):
+            continue
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            pieces.append((choice.get("delta") or {}).get("content") or "")
+            finish_reason = choice.get("finish_reason") or finish_reason
+    return {"choices": [{"message": {"role": "assistant", "content": "".join(pieces)},
+                         "finish_reason": finish_reason}], "usage": usage or {}}
+
+
+def is_reasoning_model(name: str) -> bool:
+    return name.rsplit("/", 1)[-1].lower().startswith(REASONING_MODEL_PREFIXES)
+
+
+class OpenAIClient(HTTPClient):
+    """An OpenAI-compatible chat-completions endpoint: OpenAI itself, vLLM, llama.cpp server,
+    Ollama (http://localhost:11434/v1), our serve.py.
+
+    base_url: arg, else $OPENAI_BASE_URL, else https://api.openai.com/v1. api_key: arg, else
+    $OPENAI_API_KEY; without one no Authorization header is sent (local servers).
+    system_message: None sends the messages as given; a string (the original used "") is put
+    first as a system message unless the conversation already starts with one.
+    reasoning_model: None decides by name (REASONING_MODEL_PREFIXES); such models get no
+    temperature, top_p, max_tokens or system message, as in the original.
+    stream: ask for server-sent events and assemble them (same Reply)."""
+
+    backend = "openai"
+
+    def __init__(self, model: str = "gpt-4o", base_url: str | None = None, api_key: str | None = None, *,
+                 system_message: str | None = None, reasoning_model: bool | None = None,
+                 stream: bool = False, temperature=0.0, top_p=1.0, top_k=None,
+                 max_tokens=DEFAULT_MAX_TOKENS, seed=None, stop=None, **http):
+        base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(model, f"{base_url}/chat/completions", headers, api_key, temperature=temperature,
+                         top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=stop, **http)
+        self.base_url = base_url
+        self.system_message = system_message
+        self.reasoning_model = is_reasoning_model(model) if reasoning_model is None else reasoning_model
+        self.stream = stream
+
+    def request_body(self, messages: list[dict], params: dict) -> dict:
+        messages = list(messages)
+        if self.reasoning_model:
+            body = {"model": self.model, "messages": messages}
+        else:
+            if self.system_message is not None and (not messages or messages[0]["role"] != "system"):
+                messages.insert(0, {"role": "system", "content": self.system_message})
+            body = {"model": self.model, "messages": messages, "temperature": params["temperature"],
+                    "top_p": params["top_p"], "max_tokens": params["max_tokens"]}
+            # Sent only when set: OpenAI itself rejects top_k (vLLM and llama.cpp accept it).
+            body.update({k: params[k] for k in ("top_k", "seed", "stop") if params[k] is not None})
+        if self.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return body
+
+    def _complete(self, messages, params):
+        data = self._post(self.request_body(messages, params), stream=self.stream)
+        choices = data.get("choices") or []
+        if not choices:
+            raise self._fail(f"got a reply without choices: {json.dumps(data)[:300]}", 200)
+        usage = data.get("usage") or {}  # servers that omit usage count as 0 tokens
+        text = (choices[0].get("message") or {}).get("content") or ""
+        return (text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                choices[0].get("finish_reason") or "stop")
+
+
+class AnthropicClient(HTTPClient):
+    """Anthropic's Messages API. System messages are joined and passed as `system`; the rest
+    go in `messages`. The API has no seed: a seed override is ignored."""
+
+    backend = "anthropic"
+    FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+    def __init__(self, model: str = "claude-3-5-sonnet-20241022", api_key: str | None = None,
+                 base_url: str | None = None, *, temperature=0.0, top_p=None, top_k=None,
+                 max_tokens=DEFAULT_MAX_TOKENS, stop=None, **http):
+        base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL).rstrip("/")
+        api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": api_key} if api_key else {})}
+        super().__init__(model, f"{base_url}/messages", headers, api_key, temperature=temperature,
+                         top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=stop, **http)
+        self.base_url = base_url
+
+    def request_body(self, messages: list[dict], params: dict) -> dict:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        body = {"model": self.model, "max_tokens": params["max_tokens"], "temperature": params["temperature"],
+                "messages": [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]}
+        if system:  # the API rejects an empty system text
+            body["system"] = system
+        body.update({k: params[k] for k in ("top_p", "top_k") if params[k] is not None})
+        if params["stop"] is not None:
+            body["stop_sequences"] = [params["stop"]] if isinstance(params["stop"], str) else list(params["stop"])
+        return body
+
+    def _complete(self, messages, params):
+        data = self._post(self.request_body(messages, params))
+        text = "".join(block.get("text", "") for block in data.get("content") or [] if block.get("type") == "text")
+        usage = data.get("usage") or {}
+        finish = self.FINISH_REASONS.get(data.get("stop_reason"), data.get("stop_reason") or "stop")
+        return text, int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0), finish
+
+
+# ------------------------------------------------------------------------------------------
+# Local backend
+
+
+@dataclass
+class _Resident:
+    """One loaded checkpoint and the lock that serialises generation on it."""
+    transformer: M.Transformer
+    tokenizer: M.ChatTokenizer
+    lock: threading.Lock
+
+
+_residents: dict[tuple, _Resident] = {}
+_residents_lock = threading.Lock()
+
+
+def _load_resident(ckpt, device, dtype) -> _Resident:
+    path = M.resolve_checkpoint(ckpt)
+    key = (str(Path(path).resolve()), str(device), str(dtype))
+    with _residents_lock:  # loads are rare; holding the lock makes "loaded once" simple
+        if key not in _residents:
+            _residents[key] = _Resident(M.load_model(path, device=device, dtype=dtype),
+                                        M.load_tokenizer(path), threading.Lock())
+        return _residents[key]
+
+
+def cut_at_stop(text: str, stop) -> tuple[str, bool]:
+    """Text up to the earliest of the stop strings, and whether one was found."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+class LocalClient(LLMClient):
+    """A model.py checkpoint run in-process with its own chat template (render_prompt).
+
+    ckpt: "embedded" (SmolLM2-135M-Instruct), an HF checkpoint directory or a .gguf file. It is
+    loaded on first use, once per process, and shared by all LocalClients of that checkpoint;
+    or pass an already loaded `transformer` and `tokenizer`. One generation runs at a time per
+    model (a lock), so concurrent threads queue.
+
+    Context: max_tokens is reduced to what fits after the prompt (the reply then ends with
+    finish_reason "length"); a prompt that leaves no room at all raises ContextLengthError.
+    `stop` strings are applied to the decoded text after generation. temperature 0 is greedy;
+    top_k None or 0 means no top-k filter."""
+
+    backend = "local"
+
+    def __init__(self, ckpt="embedded", *, name: str | None = None, transformer: M.Transformer | None = None,
+                 tokenizer: M.ChatTokenizer | None = None, device=None, dtype=None, temperature=0.0,
+                 top_p=1.0, top_k=None, max_tokens=DEFAULT_MAX_TOKENS, seed=None, stop=None):
+        if (transformer is None) != (tokenizer is None):
+            raise ValueError("pass both transformer and tokenizer, or neither")
+        default_name = "smollm2-135m-instruct" if ckpt in (None, "embedded") else Path(ckpt).name
+        super().__init__(name or default_name, temperature=temperature, top_p=top_p, top_k=top_k,
+                         max_tokens=max_tokens, seed=seed, stop=stop)
+        self.ckpt, self.device, self.dtype = ckpt, device, dtype
+        self._resident = None if transformer is None else _Resident(transformer, tokenizer, threading.Lock())
+
+    def resident(self) -> _Resident:
+        if self._resident is None:
+            self._resident = _load_resident(self.ckpt, self.device, self.dtype)
+        return self._resident
+
+    @property
+    def tokenizer(self) -> M.ChatTokenizer:
+        return self.resident().tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.resident().transformer.config.max_seq_len
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Rendered prompt; ValueError for a conversation the chat template rejects."""
+        return self.tokenizer.render_prompt(messages)
+
+    def _complete(self, messages, params):
+        resident = self.resident()
+        ids = self.prompt_ids(messages)
+        room = self.context_length - len(ids)
+        if room < 1:
+            raise ContextLengthError(f"prompt of {len(ids)} tokens leaves no room in {self.model}'s context "
+                                     f"of {self.context_length} tokens", model=self.model)
+        budget = min(int(params["max_tokens"]), room)
+        with resident.lock:
+            new = M.generate(resident.transformer, [ids], budget, temperature=float(params["temperature"]),
+                             top_p=float(params["top_p"]), top_k=int(params["top_k"] or 0),
+                             stop_ids=resident.tokenizer.stop_ids, seed=params["seed"])[0]
+        # generate drops the stop token, so a full budget means no stop token came.
+        finish_reason = "length" if len(new) == budget else "stop"
+        text, stopped = cut_at_stop(resident.tokenizer.decode(new), params["stop"])
+        return text, len(ids), len(new), "stop" if stopped else finish_reason
+
+
+# ------------------------------------------------------------------------------------------
+# Choosing a backend
+
+
+def make_client(model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
+                ckpt=None, **options) -> LLMClient:
+    """The client for a model name, endpoint or checkpoint. The first rule that applies wins:
+
+    1. ckpt given ("embedded", an HF directory or a .gguf)  -> LocalClient(ckpt)
+    2. model starts with "claude", no base_url, an Anthropic key (api_key or
+       $ANTHROPIC_API_KEY)                                   -> AnthropicClient
+    3. a base URL (base_url or $OPENAI_BASE_URL), with or
+       without a key                                         -> OpenAIClient at that URL
+    4. not claude and an OpenAI key (api_key or $OPENAI_API_KEY) -> OpenAIClient at api.openai.com
+    5. otherwise (no key, no base URL)                       -> LocalClient("embedded"), with
+       `fallback_reason` saying why, so the caller can tell the user once.
+
+    `options` go to the chosen client's constructor (sampling defaults, timeout, retries, ...)."""
+    if ckpt is not None:
+        return LocalClient(ckpt, name=model, **_local_options(options))
+    claude = (model or "").lower().startswith("claude")
+    if claude and base_url is None and (api_key or os.environ.get("ANTHROPIC_API_KEY")):
+        anthropic_options = _drop(options, "system_message", "reasoning_model", "stream", "seed")
+        return AnthropicClient(model, api_key=api_key, **anthropic_options)
+    if base_url or os.environ.get("OPENAI_BASE_URL") or (not claude and (api_key or os.environ.get("OPENAI_API_KEY"))):
+        return OpenAIClient(model or "gpt-4o", base_url=base_url, api_key=api_key, **options)
+    client = LocalClient("embedded", **_local_options(options))
+    wanted = "ANTHROPIC_API_KEY" if claude else "OPENAI_API_KEY or OPENAI_BASE_URL"
+    client.fallback_reason = (f"no {wanted} is set, so {model or 'the LLM'} is replaced by the embedded "
+                              f"{client.model}")
+    return client
+
+
+def _drop(options: dict, *keys) -> dict:
+    return {k: v for k, v in options.items() if k not in keys}
+
+
+def _local_options(options: dict) -> dict:
+    return _drop(options, "system_message", "reasoning_model", "stream", "timeout", "max_retries",
+                 "backoff_base", "backoff_cap")

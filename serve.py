@@ -1,0 +1,262 @@
+"""An OpenAI-compatible HTTP server over a model.py checkpoint: serves a trained CodeSteerLLM (or
+the embedded SmolLM2-135M) to any OpenAI client, and lets tests exercise the HTTP path against a
+real model.
+
+    python serve.py                                   # embedded SmolLM2-135M at http://127.0.0.1:8000/v1
+    python serve.py --ckpt runs/dpo/final --model-name codesteer --port 8001
+    python serve.py --ckpt model.gguf --host 0.0.0.0  # reachable from other machines (no auth!)
+    python serve.py --help
+
+    curl http://127.0.0.1:8000/v1/models
+    curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
+    python steer.py --task game24 --steer-base-url http://127.0.0.1:8000/v1 --steer-model codesteer
+
+Endpoints: GET /v1/models; POST /v1/chat/completions with temperature, top_p, top_k, max_tokens
+(or max_completion_tokens), seed, stop, stream and stream_options.include_usage; other OpenAI
+fields are accepted and ignored, and any "model" name is answered by the one resident model.
+Fields a request omits take the server's defaults (--temperature etc.; greedy by default).
+Bad requests (no messages, unknown roles, roles out of order, a prompt longer than the context)
+get HTTP 400 with an OpenAI-style error body; unknown paths 404.
+
+One model is resident and generation is serialised (LocalClient's lock). Streaming is
+pseudo-streaming: model.generate has no per-token callback, so the reply is generated first and
+then sent as server-sent events in word-sized pieces, ending with `data: [DONE]`.
+"""
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+from llm import DEFAULT_MAX_TOKENS, ContextLengthError, LocalClient
+
+ROLES = ("system", "user", "assistant")
+MAX_BODY_BYTES = 32 * 2**20
+MAX_STOP_STRINGS = 4
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+def _text_of(content, index: int) -> str:
+    """Message content as a string: a string, or a list of {"type": "text", "text": ...} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise BadRequest(f"messages[{index}].content must be a string or a list of text parts",
+                     f"messages[{index}].content")
+
+
+def _number(body: dict, name: str, low: float, high: float, integer: bool = False):
+    value = body.get(name)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise BadRequest(f"{name} must be {kind} in [{low}, {high}], got {value!r}", name)
+    return value
+
+
+def parse_chat_request(body) -> tuple[list[dict], dict, bool, bool]:
+    """(messages, sampling overrides, stream, include_usage) of a chat-completions body."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list", "messages")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            role = message.get("role") if isinstance(message, dict) else None
+            raise BadRequest(f"messages[{i}].role must be one of {list(ROLES)}, got {role!r}", f"messages[{i}].role")
+        clean.append({"role": message["role"], "content": _text_of(message.get("content"), i)})
+    if body.get("n") not in (None, 1):
+        raise BadRequest("only n=1 is supported", "n")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or len(stop) > MAX_STOP_STRINGS
+                             or not all(isinstance(s, str) and s for s in stop)):
+        raise BadRequest(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} non-empty strings", "stop")
+    max_tokens = _number(body, "max_tokens", 1, 10**9, integer=True)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_completion_tokens", 1, 10**9, integer=True)
+    top_k = _number(body, "top_k", -1, 10**9, integer=True)
+    overrides = {"temperature": _number(body, "temperature", 0, 2), "top_p": _number(body, "top_p", 0, 1),
+                 "top_k": None if top_k is None else max(top_k, 0),  # vLLM: -1 means no top-k
+                 "max_tokens": max_tokens, "seed": _number(body, "seed", -2**63, 2**64 - 1, integer=True),
+                 "stop": stop}
+    if overrides["top_p"] == 0:
+        raise BadRequest("top_p must be > 0", "top_p")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be a boolean", "stream")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return clean, {k: v for k, v in overrides.items() if v is not None}, stream, include_usage
+
+
+def stream_pieces(text: str) -> list[str]:
+    """Word-sized pieces whose concatenation is exactly `text`."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        if self.server.chat_server.verbose:
+            super().log_message(format, *args)
+
+    def _send_json(self, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_error(self, status: int, message: str, kind: str, param=None, code=None):
+        self._send_json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+    def do_GET(self):
+        server = self.server.chat_server
+        if self.path.rstrip("/") == "/v1/models":
+            self._send_json(200, {"object": "list", "data": [
+                {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "codesteer"}]})
+        else:
+            self._send_error(404, f"unknown path {self.path}", "not_found_error")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body is left unread
+            return self._send_error(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return self._send_error(404, f"unknown path {self.path}", "not_found_error")
+        server = self.server.chat_server
+        try:
+            messages, overrides, stream, include_usage = parse_chat_request(json.loads(raw or b"null"))
+            reply = server.client.chat(messages, **overrides)
+        except ContextLengthError as e:
+            return self._send_error(400, str(e), "invalid_request_error", "messages", "context_length_exceeded")
+        except BadRequest as e:
+            return self._send_error(400, str(e), "invalid_request_error", e.param, e.code)
+        except ValueError as e:  # invalid JSON, or a conversation the chat template rejects
+            return self._send_error(400, str(e), "invalid_request_error")
+        except Exception as e:
+            return self._send_error(500, f"{type(e).__name__}: {e}", "server_error")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                 "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+        head = {"id": completion_id, "created": int(time.time()), "model": server.model_name}
+        if not stream:
+            return self._send_json(200, {**head, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": reply.text},
+                 "finish_reason": reply.finish_reason}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # no Content-Length: the end of the stream ends the body
+        self.end_headers()
+        self.close_connection = True
+        chunk = {**head, "object": "chat.completion.chunk"}
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in stream_pieces(reply.text)]
+        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
+        if include_usage:
+            events.append({**chunk, "choices": [], "usage": usage})
+        for event in events:
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is not an error
+            super().handle_error(request, client_address)
+
+
+class ChatServer:
+    """The HTTP server around one LocalClient. `with ChatServer(client, port=0) as server:` runs it
+    in a background thread; `server.url` is the base URL for OpenAIClient (…/v1)."""
+
+    def __init__(self, client: LocalClient, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False):
+        self.client = client
+        self.model_name = client.model
+        self.verbose = verbose
+        self.created = int(time.time())
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.chat_server = self
+        bound_host, bound_port = self._httpd.server_address[:2]
+        self.url = f"http://{bound_host}:{bound_port}/v1"
+        self._thread = None
+
+    def serve_forever(self, poll_interval: float = 0.1):
+        self._httpd.serve_forever(poll_interval)
+
+    def start(self) -> "ChatServer":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self):
+        if self._thread is not None:
+            self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Serve a model.py checkpoint over an OpenAI-compatible HTTP API.")
+    parser.add_argument("--ckpt", default="embedded",
+                        help="HF checkpoint directory or .gguf file (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--model-name", help="the name /v1/models reports (default: from the checkpoint)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="default: float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--temperature", type=float, default=0.0, help="default when a request sets none (0: greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="default when a request sets none")
+    parser.add_argument("--top-k", type=int, default=0, help="default when a request sets none (0: off)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                        help="default when a request sets none; always cut to what fits the context")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    args = parser.parse_args(argv)
+
+    client = LocalClient(args.ckpt, name=args.model_name, device=args.device,
+                         dtype=getattr(torch, args.dtype) if args.dtype else None, temperature=args.temperature,
+                         top_p=args.top_p, top_k=args.top_k, max_tokens=args.max_tokens)
+    print(f"loading {args.ckpt} ...", file=sys.stderr)
+    client.resident()
+    server = ChatServer(client, args.host, args.port, verbose=not args.quiet)
+    print(f"serving {server.model_name} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

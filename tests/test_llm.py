@@ -1,0 +1,230 @@
+"""LLM clients against the scripted fixture server (retries, errors, request shapes, usage) and
+the local backend on the embedded model."""
+import dataclasses
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+import llm
+import model as M
+from conftest import byte_tokenizer
+from fixture_server import fixture_server
+
+QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
+FAST = dict(backoff_base=0.01, backoff_cap=0.05, timeout=5)  # retries without real waiting
+
+
+@pytest.fixture(autouse=True)
+def no_credentials(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_retries_429_with_retry_after_then_500_then_succeeds():
+    statuses = [(429, {"Retry-After": "1"}), 500]
+    with fixture_server(["four"], statuses=statuses) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url, **FAST)
+        reply = client.chat(QUESTION)
+    assert reply.text == "four"
+    assert len(server.requests) == 3
+    # Backoff alone is capped at 0.05 s here: the 1 s gap can only come from Retry-After.
+    assert 0.95 <= server.times[1] - server.times[0] < 2.0
+    assert server.times[2] - server.times[1] < 0.5
+    assert client.usage.retries == 2 and client.usage.calls == 1 and client.usage.failures == 0
+
+
+def test_retry_after_http_date_and_backoff_bounds():
+    assert llm.retry_after_seconds("2.5") == 2.5
+    in_three = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3))
+    assert 1.5 < llm.retry_after_seconds(in_three) <= 3.0
+    assert llm.retry_after_seconds("soon") is None
+    client = llm.OpenAIClient("m", base_url="http://127.0.0.1:9", backoff_base=1.0, backoff_cap=60.0)
+    delays = [client._backoff(3, None) for _ in range(200)]
+    assert 0 <= min(delays) and max(delays) <= 8.0 and max(delays) > 4.0  # full jitter over [0, 2^3]
+    assert client._backoff(20, None) <= 60.0 and client._backoff(0, 7.0) == 7.0
+
+
+def test_gives_up_after_max_retries_with_a_clear_error():
+    with fixture_server(["never"], statuses=[503] * 10) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url, max_retries=2, **FAST)
+        with pytest.raises(llm.LLMError) as caught:
+            client.chat(QUESTION)
+    assert len(server.requests) == 3
+    message = str(caught.value)
+    assert "3 attempts" in message and "HTTP 503" in message and "scripted HTTP 503" in message
+    assert server.url in message and "gpt-4o" in message
+    assert caught.value.status == 503
+    assert client.usage.failures == 1 and client.usage.calls == 0
+
+
+def test_401_names_endpoint_and_model_but_not_the_key():
+    key = "sk-test-5ecret-key-0123456789"
+    statuses = [(401, {}, f"Incorrect API key provided: {key}")]  # some servers echo the key
+    with fixture_server(["unused"], statuses=statuses) as server:
+        client = llm.OpenAIClient("gpt-4o-mini", base_url=server.url, api_key=key, **FAST)
+        with pytest.raises(llm.LLMError) as caught:
+            client.chat(QUESTION)
+    assert server.headers[0]["authorization"] == f"Bearer {key}"
+    message = str(caught.value)
+    assert f"{server.url}/chat/completions" in message and "gpt-4o-mini" in message and "401" in message
+    assert "Incorrect API key provided" in message
+    assert key not in message and key not in repr(caught.value)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_other_4xx_are_not_retried(status):
+    with fixture_server(["unused"], statuses=[status]) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url, **FAST)
+        with pytest.raises(llm.LLMError) as caught:
+            client.chat(QUESTION)
+    assert len(server.requests) == 1 and caught.value.status == status
+
+
+def test_connection_errors_are_retried_then_reported():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = llm.OpenAIClient("gpt-4o", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, **FAST)
+    with pytest.raises(llm.LLMError) as caught:
+        client.chat(QUESTION)
+    assert "3 attempts" in str(caught.value) and "ConnectionError" in str(caught.value)
+    assert client.usage.retries == 2
+
+
+def test_timeouts_are_retried():
+    with fixture_server(["late"], delay=0.5) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url, max_retries=1, **{**FAST, "timeout": 0.1})
+        with pytest.raises(llm.LLMError, match="ReadTimeout"):
+            client.chat(QUESTION)
+    assert len(server.requests) == 2
+
+
+def test_openai_request_shape_and_overrides():
+    with fixture_server(["a", "b", "c"]) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url, system_message="")
+        client.chat(QUESTION)
+        client.chat(QUESTION, temperature=0.7, max_tokens=5, seed=3, stop=["\n"])
+        llm.OpenAIClient("o1-preview", base_url=server.url, system_message="").chat(QUESTION)
+    first, second, reasoning = server.requests
+    assert first == {"model": "gpt-4o", "temperature": 0.0, "top_p": 1.0, "max_tokens": 2000,
+                     "messages": [{"role": "system", "content": ""}] + QUESTION}
+    assert (second["temperature"], second["max_tokens"], second["seed"], second["stop"]) == (0.7, 5, 3, ["\n"])
+    assert reasoning == {"model": "o1-preview", "messages": QUESTION}
+    assert "authorization" not in server.headers[0]  # no key: local servers need none
+    with pytest.raises(TypeError, match="frequency_penalty"):
+        client.chat(QUESTION, frequency_penalty=1.0)
+
+
+def test_reasoning_models_are_recognised_by_name():
+    assert all(llm.is_reasoning_model(n) for n in ("o1", "o1-mini", "o3-mini", "openai/o4-mini", "deepseek-reasoner"))
+    assert not any(llm.is_reasoning_model(n) for n in ("gpt-4o", "claude-3-5-sonnet", "deepseek-chat", "llama-3"))
+
+
+def test_anthropic_request_shape():
+    messages = [{"role": "system", "content": "Be brief."}, *QUESTION]
+    with fixture_server(["4"]) as server:
+        client = llm.AnthropicClient("claude-3-5-sonnet-20241022", api_key="ak-123", base_url=server.url)
+        reply = client.chat(messages)
+    assert server.paths == ["/v1/messages"]
+    assert server.headers[0]["x-api-key"] == "ak-123"
+    assert server.headers[0]["anthropic-version"] == "2023-06-01"
+    assert server.requests[0] == {"model": "claude-3-5-sonnet-20241022", "max_tokens": 2000, "temperature": 0.0,
+                                  "system": "Be brief.", "messages": QUESTION}
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason) == ("4", 7, 1, "stop")
+
+
+def test_usage_and_latency_under_concurrent_calls():
+    all_in_flight = threading.Barrier(8, timeout=60)
+
+    def reply(messages):
+        all_in_flight.wait()  # passes only if the 8 requests are open at the same time
+        return "echo " + messages[-1]["content"]
+
+    with fixture_server(reply, delay=0.25) as server:
+        client = llm.OpenAIClient("gpt-4o", base_url=server.url)
+        replies = [None] * 8
+
+        def call(i):
+            replies[i] = client.chat([{"role": "user", "content": f"question {i}"}])
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [r.text for r in replies] == [f"echo question {i}" for i in range(8)]
+    assert all(r.seconds >= 0.25 and r.model == "gpt-4o" for r in replies)
+    usage = client.usage
+    assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (8, 16, 24)
+    assert usage.seconds == pytest.approx(sum(r.seconds for r in replies))
+
+
+def test_client_is_a_plain_chat_callable():
+    with fixture_server(["```python\nprint(4)\n```"]) as server:
+        assert llm.OpenAIClient("m", base_url=server.url)(QUESTION) == "```python\nprint(4)\n```"
+
+
+def test_make_client_backend_rule(monkeypatch, tmp_path):
+    assert isinstance(llm.make_client("gpt-4o", ckpt=tmp_path), llm.LocalClient)
+    fallback = llm.make_client("gpt-4o")
+    assert isinstance(fallback, llm.LocalClient) and fallback.ckpt == "embedded"
+    assert "OPENAI_API_KEY" in fallback.fallback_reason
+    assert isinstance(llm.make_client("claude-3-5-sonnet"), llm.LocalClient)
+    local_server = llm.make_client("qwen", base_url="http://127.0.0.1:8000/v1")
+    assert isinstance(local_server, llm.OpenAIClient)
+    assert local_server.url == "http://127.0.0.1:8000/v1/chat/completions"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    openai = llm.make_client("gpt-4o", max_retries=2)
+    assert isinstance(openai, llm.OpenAIClient) and openai.base_url == llm.OPENAI_BASE_URL and openai.max_retries == 2
+    assert isinstance(llm.make_client("claude-3-5-sonnet"), llm.LocalClient)  # an OpenAI key is not a Claude key
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "ak-x")
+    assert isinstance(llm.make_client("claude-3-5-sonnet", system_message=""), llm.AnthropicClient)
+    assert isinstance(llm.make_client("claude-3-5-sonnet", base_url="http://proxy/v1"), llm.OpenAIClient)
+
+
+@pytest.mark.slow
+def test_local_client_matches_generate_on_the_embedded_model(embedded):
+    transformer, tokenizer = embedded
+    client = llm.LocalClient(transformer=transformer, tokenizer=tokenizer, max_tokens=8)
+    reply = client.chat(QUESTION)
+    expected = M.generate(transformer, [tokenizer.render_prompt(QUESTION)], 8, stop_ids=tokenizer.stop_ids)[0]
+    assert reply.text == tokenizer.decode(expected) and reply.text.strip()
+    assert reply.prompt_tokens == len(tokenizer.render_prompt(QUESTION))
+    assert reply.completion_tokens == len(expected)
+    assert reply.finish_reason == ("length" if len(expected) == 8 else "stop")
+    assert client(QUESTION) == reply.text  # greedy: the same again
+    assert client.usage.calls == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_client():
+    """A random 2-layer model with a 64-token context and a byte-level tokenizer."""
+    tokenizer = byte_tokenizer()
+    config = dataclasses.replace(M.PRESETS["tiny"], vocab_size=tokenizer.vocab_size, max_seq_len=64)
+    transformer = M.Transformer(config)
+    transformer.init_weights(generator=torch.Generator().manual_seed(0))
+    return llm.LocalClient(transformer=transformer.eval(), tokenizer=tokenizer, name="tiny", max_tokens=100)
+
+
+def test_local_client_fits_max_tokens_to_the_context(tiny_client):
+    messages = [{"role": "user", "content": "x" * 10}]
+    prompt = len(tiny_client.prompt_ids(messages))
+    reply = tiny_client.chat(messages)
+    assert reply.prompt_tokens == prompt
+    assert reply.finish_reason == "stop" or reply.completion_tokens == 64 - prompt
+    with pytest.raises(llm.ContextLengthError, match="64 tokens"):
+        tiny_client.chat([{"role": "user", "content": "x" * 64}])
+
+
+def test_local_client_stop_strings_and_seeded_sampling(tiny_client):
+    messages = [{"role": "user", "content": "hi"}]
+    sampled = tiny_client.chat(messages, temperature=1.0, max_tokens=20, seed=1)
+    assert tiny_client.chat(messages, temperature=1.0, max_tokens=20, seed=1).text == sampled.text
+    assert sampled.completion_tokens > 0
+    greedy = tiny_client.chat(messages, max_tokens=20).text
+    cut = greedy[len(greedy) // 2:len(greedy) // 2 + 1]
+    stopped = tiny_client.chat(messages, max_tokens=20, stop=[cut])
+    assert stopped.text == greedy[:greedy.index(cut)] and stopped.finish_reason == "stop"
