@@ -1,0 +1,941 @@
+"""The CodeSteer loop (spec A.3), its baselines (A.8), final-answer scoring (A.6) and the evaluation harness.
+
+A small CodeSteerLLM reads the TaskLLM's answers, the results of running their code and two checkers' verdicts,
+and writes the next guidance: switch to code, switch to text, improve, or stop. The TaskLLM only ever sees the
+guidance.
+
+    python steer.py --task game24                          # embedded SmolLM2-135M in every role: a plumbing demo
+    python steer.py --task game24 --n 20 --task-model gpt-4o --steer-model gpt-4o --out runs/gpt4o-steer
+    python steer.py --tasks seen --method codesteer --steer-ckpt runs/dpo/final --concurrency 16 --out runs/cs
+    python steer.py --tasks all --data-dir dataset_gather --method all_code --out runs/all_code
+    python steer.py --task game24 --task-base-url http://127.0.0.1:8000/v1 --complexity 1-5 --out runs/sweep
+    python steer.py compare runs/cs runs/all_code runs/only_question    # the paper's Ave. Norm. table
+    python steer.py --help
+
+Models: OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_BASE_URL or the --*-model / --*-base-url / --steer-ckpt flags
+(llm.make_client picks the backend). With no key and no base URL every role runs the embedded SmolLM2-135M.
+A rerun with the same --out resumes: finished samples (OUT/results.jsonl) are skipped, never repeated.
+
+Tests and benchmark (CPU):
+    python -m pytest tests/test_steer.py                  # a few seconds; the integration test is marked slow
+    python bench/bench_steer.py
+"""
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+import symbench
+from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANNING_ANSWER_NAMES, execution_feedback,
+                      extract_code, run_for_answer, run_python, self_answer_check, symbolic_summary)
+from llm import DEFAULT_MAX_TOKENS, LLMError, make_client
+from symbench.core import extract_answer
+
+# Spec A.1.
+MAX_TURNS = 6                  # 1 + max_tree_depth 5: at most 6 guidances and 6 TaskLLM answers
+STEER_MAX_TOKENS = 1024        # fine-tuned CodeSteer's max_new_tokens
+FINETUNED_STEER_SAMPLING = dict(temperature=0.95, top_p=0.7, top_k=50)   # LLaMA-Factory's defaults at test time
+GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
+
+# Embedded demo defaults: SmolLM2-135M on a 2-core CPU writes ~25 tokens/s, and one CodeSteer turn is a
+# TaskLLM answer, a guidance and 1-15 checker calls.
+DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 128, 3
+
+SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code output if the reply had code, else its text
+MAX_STORED_CHARS = 20_000                    # longest execution output or candidate text kept in a record
+METHODS = ("codesteer", "only_question", "all_text", "all_code", "code_text_choice", "code_interpreter")
+FATAL_STATUSES = (401, 403, 404)             # the same for every sample: stop the run instead of recording each
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts (A.2), in our own words. The question is appended directly after CHOICE_PROMPT, CODE_PROMPT and TEXT_PROMPT.
+
+CHOICE_PROMPT = (
+    "You are guiding another model, the TaskLLM, through the task below. A task like this can be solved either by "
+    "reasoning in plain text or by writing and running code. Decide which of the two will work better here and tell "
+    "the TaskLLM which approach to take, but do not solve the task yourself. End your reply with <<<Code>>> or "
+    "<<<Text>>>.\n\nThe task:\n")
+
+DECISION_PROMPT = (
+    "You are steering a TaskLLM towards the correct answer to a question. You will see the question, the guidance "
+    "given so far together with the TaskLLM's answers, the output of running any code it wrote, an analysis of how "
+    "complex that code is, and the verdict of a checking agent. Write the guidance for the TaskLLM's next attempt. "
+    "Your options:\n"
+    "- tell it to switch to reasoning in text;\n"
+    "- tell it to switch to writing code;\n"
+    "- ask it to improve its answer, or to try a different approach;\n"
+    "- if its code is trivial (it only prints an answer worked out by hand), push for code that really computes: "
+    "symbolic computing or an efficient search;\n"
+    "- if every answer so far used the same mode, tell it to try the other one;\n"
+    "- reply <<<Terminate>>> if further attempts look hopeless;\n"
+    "- reply <<<Return Answer>>> if the current answer is correct.\n"
+    "The question is:")
+
+CODE_PROMPT = (
+    "Solve the task below with Python. First think step by step and explain your plan, then write the code. Put "
+    "exactly one code block in your reply and start it with ```python. The code must print its results itself: do "
+    "not ask anyone to copy, change or run anything. If the answer is an equation, print every number in it.\n\n")
+
+TEXT_PROMPT = (
+    "Solve the task below by reasoning in text, step by step. First list the points that need care, then work "
+    "through them to the answer and state the answer at the end. Do not write any code.\n\n")
+
+PARAPHRASE_PROMPT = (
+    "Rewrite the instruction below in your own words. Keep every requirement and the same level of detail. Reply with "
+    "the rewritten instruction only.\n\nInstruction:\n{instruction}")
+
+BODY_REPLY = "The TaskLLM answered:\n{reply}"
+BODY_CHECK = "The checking agent reported:\n{check}"
+BODY_COMPLEXITY = "An analysis of the complexity of the TaskLLM's code:\n{summary}"
+BODY_REQUEST = "Reply with your guidance for the TaskLLM's next attempt in the form <<<guidance>>>."
+
+EXTRACT_PROMPT = (
+    "Below is a response to a task. Copy the final answer that the response gives into this form: {answer_format}\n"
+    "Do not solve the task and do not correct the answer: restate exactly what the response concludes. Reply with "
+    "the answer between <<< and >>> and nothing else.\n\nThe response:\n{text}")
+
+INTERPRETER_PROMPT = (
+    "You can run Python code while solving the task below. To run code, put it in one ```python block; it will be "
+    "executed and you will get its output in the next message. Write code as often as you need. When you know the "
+    "final answer, reply without any code and give the answer in the requested format.\n\n")
+INTERPRETER_OUTPUT = "The output of your code:\n{output}"
+
+BBH_JUDGE_PROMPT = (
+    "Decide whether a given answer to a multiple-choice or yes/no question is the same as the reference answer. "
+    "Ignore formatting: an option letter and the option's text count as the same answer.\n\nThe question:\n{question}\n"
+    "\nReference answer: {target}\nGiven answer: {answer}\n"
+    "End your reply with <<<[the given answer, Correct]>>> if they agree and <<<[the given answer, Wrong]>>> if not.")
+
+
+def user(content: str) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+def alternate(inputs: list[str], outputs: list[str]) -> list[dict]:
+    """The chat [user inputs[0], assistant outputs[0], user inputs[1], ...] ending with the last input."""
+    assert len(inputs) == len(outputs) + 1, (len(inputs), len(outputs))
+    messages = []
+    for i, content in enumerate(inputs):
+        messages.append({"role": "user", "content": content})
+        if i < len(outputs):
+            messages.append({"role": "assistant", "content": outputs[i]})
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Roles: one LLM client seen from one sample, with the tokens and time that sample spent on it
+
+class Role:
+    """`role(messages) -> text` through a shared client, with this role's sampling, tallying this sample's usage."""
+
+    def __init__(self, client, **sampling):
+        self.client, self.sampling = client, sampling
+        self.calls = self.prompt_tokens = self.completion_tokens = 0
+        self.seconds = 0.0
+
+    def __call__(self, messages: list[dict]) -> str:
+        reply = self.client.chat(messages, **self.sampling)
+        self.calls += 1
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        self.seconds += reply.seconds
+        return reply.text
+
+    def usage(self) -> dict:
+        return dict(calls=self.calls, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                    seconds=round(self.seconds, 3))
+
+
+@dataclass
+class Roles:
+    task: Role
+    steer: Role
+    helper: Role | None       # self-answer checker, turn-0 paraphrase, answer extractor; None disables the extractor
+
+    def llm_seconds(self) -> float:
+        return sum(role.seconds for role in (self.task, self.steer, self.helper) if role is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trajectory of one sample: what every role saw and said, and what was done to the TaskLLM's code
+
+@dataclass
+class Trajectory:
+    question: str
+    task_messages: list[dict] = field(default_factory=list)    # the TaskLLM's whole conversation, as sent
+    steer_inputs_short: list[str] = field(default_factory=list)  # fine-tuned CodeSteer's inputs (SFT/DPO format)
+    steer_inputs_full: list[str] = field(default_factory=list)   # API CodeSteer's inputs (P_decision + Q + body)
+    steer_outputs: list[str] = field(default_factory=list)     # CodeSteer's raw text per call
+    guidances: list[str] = field(default_factory=list)         # as stored for SFT/DPO (A.3): one per steer input
+    turns: list[dict] = field(default_factory=list)            # one per TaskLLM answer: prompt, reply, code, checks
+    stop_reason: str = ""    # return_answer | terminate | max_turns | no_choice | answered (baselines) | error
+    final_text: str = ""     # what the final answer is read from: the last reply (a transcript for code_interpreter)
+
+    @property
+    def final_reply(self) -> str:
+        return self.turns[-1]["reply"] if self.turns else ""
+
+
+def ask_task(trajectory: Trajectory, task_llm: Role, prompt: str) -> str:
+    """One TaskLLM call: the prompt joins its history, then its raw reply (nothing else ever does)."""
+    trajectory.task_messages.append({"role": "user", "content": prompt})
+    reply = task_llm(trajectory.task_messages)
+    trajectory.task_messages.append({"role": "assistant", "content": reply})
+    trajectory.turns.append(dict(prompt=prompt, reply=reply, code=extract_code(reply), execution=None,
+                                 symbolic_summary=None, check=None))
+    trajectory.final_text = reply
+    return reply
+
+
+def execution_record(result) -> dict:
+    return dict(stdout=result.stdout[:MAX_STORED_CHARS], errors=result.errors[:MAX_STORED_CHARS],
+                returncode=result.returncode, timed_out=result.timed_out, seconds=round(result.seconds, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading guidance
+
+_MARKER = re.compile(r"<<<\s*(code|text)\s*>>>", re.IGNORECASE)
+_DECISIONS = {"code": "code", "text": "text", "return answer": "return_answer", "terminate": "terminate"}
+
+
+def last_block(text: str) -> str:
+    """The inside of the last <<<...>>> of an API CodeSteer's reply, or the whole reply when there is none (A.3)."""
+    end = text.rfind(">>>")
+    start = text.rfind("<<<", 0, max(end, 0))
+    return text[start + 3:end].strip() if start >= 0 else text
+
+
+def read_choice(text: str, paper_rules: bool = False) -> str | None:
+    """'code' or 'text': the turn-0 choice of an API CodeSteer, None when it made none (the sample is given up)."""
+    if paper_rules:
+        return "code" if "<<<Code>>>" in text else "text" if "<<<Text>>>" in text else None
+    choices = _MARKER.findall(text)   # the last one: a reply may restate both options before choosing
+    return choices[-1].lower() if choices else None
+
+
+def read_guidance(guidance: str, paper_rules: bool = False) -> str | None:
+    """What a later guidance orders: 'code', 'text', 'return_answer', 'terminate', or None (free text for the TaskLLM).
+
+    paper_rules: the original's substring tests, under which any guidance that mentions "Terminate" or "Return
+    Answer" ends the loop (A.3 invariant 6). Default: the guidance's decision (the inside of its last <<<...>>>, or
+    all of it) must be exactly one of the keywords, ignoring case, quotes, markdown and surrounding punctuation.
+    """
+    if paper_rules:
+        if "<<<Code>>>" in guidance:
+            return "code"
+        if "<<<Text>>>" in guidance:
+            return "text"
+        if "Return Answer" in guidance:
+            return "return_answer"
+        return "terminate" if "Terminate" in guidance else None
+    decision = last_block(guidance) if "<<<" in guidance else guidance
+    decision = re.sub(r"\s+", " ", decision.strip(" \t\n.!:;*_`'\"<>")).lower()
+    return _DECISIONS.get(decision)
+
+
+def paraphrase(instruction: str, helper: Role) -> str:
+    """The turn-0 guidance of the API path: a paraphrase of P_code or P_text (B.1: the SFT target at turn 0), ending
+    in a blank line like the canned prompts, since the question is appended directly."""
+    text = helper(user(PARAPHRASE_PROMPT.format(instruction=instruction))).strip()
+    return text + "\n\n" if text else instruction
+
+
+def steer_body(reply_with_feedback: str, check: str, summary: str | None) -> str:
+    """B_k (A.2): what CodeSteer reads about the TaskLLM's last answer."""
+    parts = [BODY_REPLY.format(reply=reply_with_feedback), BODY_CHECK.format(check=check)]
+    if summary is not None:
+        parts.append(BODY_COMPLEXITY.format(summary=summary))
+    return "\n\n".join(parts + [BODY_REQUEST])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop (A.3)
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "finetuned"           # "finetuned": short inputs, raw guidance; "api": full inputs, <<<>>> extraction
+    max_turns: int = MAX_TURNS
+    paraphrase: bool = True           # API mode: paraphrase P_code/P_text at turn 0 (one helper call)
+    self_check: bool = True           # run the Self-answer Checker every turn (up to 15 helper calls per turn)
+    paper_rules: bool = False         # substring tests for choice and termination (A.3 Fidelity note)
+    itertools_fix: bool = True        # Symbolic Checker detects from-imports of itertools (A.4 Fidelity note)
+    variant: str = "corrected"        # scorer variant (symbench)
+    llm_extract: bool = True          # A.6 step 3: the helper restates answers that no <<<...>>> gives
+    reuse_round0_code: bool = False   # A.6 Fidelity note: run the first reply's code when the final reply has none
+
+
+def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Callable | None,
+          settings: Settings = Settings(), trajectory: Trajectory | None = None) -> Trajectory:
+    """Solve `question` with the TaskLLM under CodeSteer's guidance; every step lands in the returned trajectory.
+
+    Each LLM is a callable messages -> text (a Role). Pass `trajectory` to keep what was done if a call raises.
+    Invariants: the TaskLLM's history holds only guidance and its own raw replies, and the question only in the
+    first message; only guidance ends the loop early; the last reply is final without further checking.
+    """
+    t = trajectory if trajectory is not None else Trajectory(question)
+    first_input = CHOICE_PROMPT + question
+    t.steer_inputs_short.append(first_input)
+    t.steer_inputs_full.append(first_input)
+
+    # Turn 0: code or text. A fine-tuned CodeSteer writes the whole instruction; an API one only chooses.
+    if settings.mode == "finetuned":
+        guidance = steer_llm(user(first_input))
+        t.steer_outputs.append(guidance)
+    else:
+        choice_text = steer_llm(user(first_input))
+        t.steer_outputs.append(choice_text)
+        choice = read_choice(choice_text, settings.paper_rules)
+        if choice is None:
+            t.stop_reason = "no_choice"
+            return t
+        canned = CODE_PROMPT if choice == "code" else TEXT_PROMPT
+        guidance = paraphrase(canned, helper_llm) if settings.paraphrase and helper_llm else canned
+    t.guidances.append(guidance)
+    task_prompt = guidance + question      # direct concatenation, as in the original
+
+    t.stop_reason = "max_turns"
+    for turn_index in range(settings.max_turns):
+        reply = ask_task(t, task_llm, task_prompt)
+        turn = t.turns[-1]
+        if turn_index == settings.max_turns - 1:
+            break
+        # What CodeSteer reads about this reply; none of it goes to the TaskLLM.
+        reply_with_feedback, summary = reply, None
+        if turn["code"] is not None:
+            summary = symbolic_summary(turn["code"], settings.itertools_fix)
+            result = run_python(turn["code"], EXEC_TIMEOUT_S)
+            reply_with_feedback += execution_feedback(result)
+            turn.update(execution=execution_record(result), symbolic_summary=summary)
+        if settings.self_check and helper_llm is not None:
+            turn["check"] = self_answer_check(question, reply_with_feedback, helper_llm)
+        body = steer_body(reply_with_feedback, turn["check"] or "No check was run.", summary)
+        t.steer_inputs_short.append(body)
+        t.steer_inputs_full.append(DECISION_PROMPT + " " + question + "\n" + body)
+
+        if settings.mode == "finetuned":
+            raw = steer_llm(alternate(t.steer_inputs_short, t.guidances))
+            guidance = raw     # a trained CodeSteer's raw output, no <<<>>> extraction
+        else:
+            raw = steer_llm(alternate(t.steer_inputs_full, t.guidances))
+            guidance = last_block(raw)
+        t.steer_outputs.append(raw)
+        t.guidances.append(guidance)
+        order = read_guidance(guidance, settings.paper_rules)
+        if order in ("return_answer", "terminate"):
+            t.stop_reason = order
+            break
+        task_prompt = {"code": CODE_PROMPT, "text": TEXT_PROMPT}.get(order, guidance)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines (A.8)
+
+def single_call(prefix: str) -> Callable:
+    """A baseline that sends prefix + question to the TaskLLM once."""
+    def method(question: str, roles: Roles, settings: Settings, trajectory: Trajectory):
+        ask_task(trajectory, roles.task, prefix + question)
+        trajectory.stop_reason = "answered"
+    return method
+
+
+def code_interpreter(question: str, roles: Roles, settings: Settings, trajectory: Trajectory):
+    """The TaskLLM runs code itself: each python block is executed and its output sent back as the next user message,
+    until it answers without code or max_turns replies. The transcript of replies and outputs is the response."""
+    prompt, transcript = INTERPRETER_PROMPT + question, []
+    trajectory.stop_reason = "max_turns"
+    for _ in range(settings.max_turns):
+        reply = ask_task(trajectory, roles.task, prompt)
+        transcript.append(reply)
+        code = trajectory.turns[-1]["code"]
+        if code is None:
+            trajectory.stop_reason = "answered"
+            break
+        result = run_python(code, EXEC_TIMEOUT_S)
+        trajectory.turns[-1]["execution"] = execution_record(result)
+        prompt = INTERPRETER_OUTPUT.format(output=execution_feedback(result).lstrip("\n"))
+        transcript.append(prompt)
+    trajectory.final_text = "\n\n".join(transcript)
+
+
+def run_codesteer(turns: int | None = None) -> Callable:
+    def method(question: str, roles: Roles, settings: Settings, trajectory: Trajectory):
+        limited = settings if turns is None else replace(settings, max_turns=turns)
+        steer(question, roles.task, roles.steer, roles.helper, limited, trajectory)
+    return method
+
+
+METHOD_RUNNERS = {
+    "codesteer": run_codesteer(),
+    "only_question": single_call(""),
+    "all_text": single_call(TEXT_PROMPT),
+    "all_code": single_call(CODE_PROMPT),
+    "code_text_choice": run_codesteer(turns=1),   # CodeSteer's turn 0 only: its choice, then one answer
+    "code_interpreter": code_interpreter,
+}
+USES_STEER = ("codesteer", "code_text_choice")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Final answer (A.6)
+
+def final_answer(sample: symbench.Sample, task: symbench.Task, trajectory: Trajectory, helper: Callable | None,
+                 settings: Settings = Settings()) -> dict:
+    """Score the final reply: run its first python block (15 s), then score each candidate text (the code output and
+    the reply) by its last <<<...>>>, and ask the helper to restate a candidate's answer only when that gives none
+    or scores 0. The sample's score is the best candidate's (partial-credit tasks keep the maximum)."""
+    code = extract_code(trajectory.final_reply)
+    if code is None and settings.reuse_round0_code and trajectory.turns:
+        code = trajectory.turns[0]["code"]
+    candidates = []
+    if code is not None:
+        names = PATH_PLANNING_ANSWER_NAMES if task.id == "path_plan" else ANSWER_NAMES
+        candidates.append(("code_output", run_for_answer(code, names, ANSWER_TIMEOUT_S).stdout))
+    if code is None or task.id not in SINGLE_CHAIN_TASKS:
+        candidates.append(("reply", trajectory.final_text))
+
+    scored = []
+    for source, text in candidates:
+        extracted = extract_answer(text)
+        score = task.score(sample, text, settings.variant) if extracted is not None else 0.0
+        scored.append(dict(source=source, via="regex", extracted=_clip(extracted), score=score, text=_clip(text)))
+    if max((c["score"] for c in scored), default=0.0) < 1.0 and settings.llm_extract and helper is not None:
+        for source, text in candidates:
+            first = next(c for c in scored if c["source"] == source)
+            if first["score"] > 0 or not text.strip():
+                continue
+            restated = helper(user(EXTRACT_PROMPT.format(answer_format=task.answer_format, text=text[-12_000:])))
+            scored.append(dict(source=source, via="llm", extracted=_clip(extract_answer(restated)),
+                               score=task.score(sample, restated, settings.variant), text=_clip(restated)))
+    best = max(scored, key=lambda c: c["score"], default=None)
+    return dict(code=code, candidates=scored, score=best["score"] if best else 0.0,
+                answer=best["extracted"] if best else None)
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_STORED_CHARS else text[:MAX_STORED_CHARS] + " [...clipped]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One sample, end to end
+
+class FatalLLMError(RuntimeError):
+    """An error every sample would hit (bad key, unknown model, wrong URL): stop the run."""
+
+
+@dataclass
+class Clients:
+    task: object
+    steer: object
+    helper: object | None
+
+    def roles(self, settings: Settings) -> Roles:
+        steer_sampling = FINETUNED_STEER_SAMPLING if settings.mode == "finetuned" else GREEDY
+        return Roles(task=Role(self.task, **GREEDY), steer=Role(self.steer, **steer_sampling),
+                     helper=Role(self.helper, **GREEDY) if self.helper is not None else None)
+
+
+def run_sample(sample: symbench.Sample, task: symbench.Task, method: str, clients: Clients,
+               settings: Settings) -> dict:
+    """The result record of one sample. Any failure is recorded (score 0, the exception) instead of raised, except
+    an authentication or not-found error, which every other sample would hit too."""
+    started = time.perf_counter()
+    roles = clients.roles(settings)
+    trajectory = Trajectory(sample.question)
+    record = dict(task=task.id, id=sample.id, method=method, complexity=sample.complexity, score=0.0, solved=False,
+                  reference=sample.answer, answer=None, error=None)
+    try:
+        METHOD_RUNNERS[method](sample.question, roles, settings, trajectory)
+        final = final_answer(sample, task, trajectory, roles.helper, settings)
+        record.update(score=final["score"], solved=final["score"] >= 1.0, answer=final["answer"], final=final)
+    except LLMError as error:
+        if error.status in FATAL_STATUSES:
+            raise FatalLLMError(str(error)) from error
+        record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=8))
+    except Exception as error:  # one bad sample must never end the run
+        record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=8))
+    if record["error"]:
+        trajectory.stop_reason = "error"
+    record.update(trajectory=asdict(trajectory), turns=len(trajectory.turns),
+                  tokens={name: getattr(roles, name).usage() for name in ("task", "steer", "helper")
+                          if getattr(roles, name) is not None},
+                  seconds=round(time.perf_counter() - started, 3), llm_seconds=round(roles.llm_seconds(), 3))
+    return record
+
+
+def record_key(record: dict) -> tuple:
+    return record["task"], record["id"], record["method"], record["complexity"]
+
+
+def total_tokens(record: dict) -> int:
+    return sum(role["prompt_tokens"] + role["completion_tokens"] for role in record.get("tokens", {}).values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results file: append-only JSON lines, safe to kill at any moment
+
+class ResultsFile:
+    """OUT/results.jsonl. Each record is one line written with one write, flushed and fsynced under a lock, so a
+    crash leaves at most a torn last line, which `read` drops (and `repair` cuts off) on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def read(self, repair: bool = False) -> list[dict]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            print(f"{self.path}: dropping a torn last line ({len(data) - end} bytes) from an interrupted run",
+                  file=sys.stderr)
+            if repair:
+                with open(self.path, "r+b") as file:
+                    file.truncate(end)
+                    os.fsync(file.fileno())
+        records = []
+        for number, line in enumerate(data[:end].splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    print(f"{self.path}:{number}: skipping an unreadable line", file=sys.stderr)
+        return records
+
+    def append(self, record: dict):
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        with self._lock, open(self.path, "ab") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def rewrite(self, records: list[dict]):
+        """Replace the file atomically (used to drop errored records before retrying them)."""
+        temporary = self.path.with_suffix(".jsonl.tmp")
+        with self._lock, open(temporary, "wb") as file:
+            file.write(b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.path)
+
+
+def write_json_atomically(path: Path, payload):
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Summaries, the compare table (A.6.6) and sweep plots
+
+def summarize(method: str, records: list[dict]) -> dict:
+    """summary.json: per task the mean score, n, and per-sample means of tokens and seconds; averages over tasks."""
+    by_task: dict[str, list[dict]] = {}
+    for record in records:
+        by_task.setdefault(record["task"], []).append(record)
+    tasks = {}
+    for task_id in [t for t in symbench.TASK_IDS if t in by_task]:
+        group = by_task[task_id]
+        entry = dict(score=_mean(r["score"] for r in group), n=len(group),
+                     tokens=_mean(total_tokens(r) for r in group), seconds=_mean(r["seconds"] for r in group),
+                     solved=_mean(float(r["solved"]) for r in group), errors=sum(bool(r["error"]) for r in group))
+        levels = sorted({r["complexity"] for r in group if r["complexity"] is not None})
+        if len(levels) > 1:
+            entry["by_complexity"] = {str(level): dict(score=_mean(r["score"] for r in group
+                                                                   if r["complexity"] == level),
+                                                       n=sum(r["complexity"] == level for r in group))
+                                      for level in levels}
+        tasks[task_id] = entry
+    scores = {task_id: entry["score"] for task_id, entry in tasks.items()}
+    return dict(method=method, tasks=tasks, average=_mean(scores.values()),
+                seen_average=_mean(s for t, s in scores.items() if t in symbench.SEEN_TASK_IDS),
+                unseen_average=_mean(s for t, s in scores.items() if t in symbench.UNSEEN_TASK_IDS))
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_summary(summary: dict) -> str:
+    rows = [("task", "n", "score", "solved", "errors", "tokens/sample", "s/sample")]
+    for task_id, e in summary["tasks"].items():
+        rows.append((task_id, str(e["n"]), _percent(e["score"]), _percent(e["solved"]), str(e["errors"]),
+                     f"{e['tokens']:.0f}", f"{e['seconds']:.1f}"))
+        for level, by_level in e.get("by_complexity", {}).items():
+            rows.append((f"  complexity {level}", str(by_level["n"]), _percent(by_level["score"]), "", "", "", ""))
+    rows.append(("",) * 7)
+    for name in ("seen_average", "unseen_average", "average"):
+        rows.append((name.replace("_", " "), "", _percent(summary[name]), "", "", "", ""))
+    return f"method: {summary['method']} (scores x100)\n" + _table(rows)
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    def line(row):
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join(line(row).rstrip() for row in rows)
+
+
+def normalized_averages(scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """The paper's Ave. Norm. (A.6.6): per task, each method's score over the best method's score on that task,
+    averaged over the tasks of a group (seen, unseen, all) and multiplied by 100. `scores` is {method: {task: score}};
+    only tasks every method ran count, and a task on which every method scored 0 is left out (0/0)."""
+    common = set.intersection(*(set(s) for s in scores.values())) if scores else set()
+    best = {task: max(s[task] for s in scores.values()) for task in common}
+    counted = [task for task in symbench.TASK_IDS if task in common and best[task] > 0]
+    groups = {"seen": [t for t in counted if t in symbench.SEEN_TASK_IDS],
+              "unseen": [t for t in counted if t in symbench.UNSEEN_TASK_IDS], "all": counted}
+    return {method: {group: (100 * sum(s[t] / best[t] for t in tasks) / len(tasks) if tasks else None)
+                     for group, tasks in groups.items()}
+            for method, s in scores.items()}
+
+
+def compare(run_dirs: list[str]) -> str:
+    """The table printed by `steer.py compare`: raw scores per task and the Ave. Norm. rows."""
+    scores = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "summary.json"
+        if not path.is_file():
+            raise SystemExit(f"compare: {path} not found (run steer.py with --out {run_dir} first)")
+        summary = json.loads(path.read_text())
+        label = summary["method"] if summary["method"] not in scores else f"{summary['method']} ({run_dir})"
+        scores[label] = {task: entry["score"] for task, entry in summary["tasks"].items()}
+    norm = normalized_averages(scores)
+    common = [t for t in symbench.TASK_IDS if all(t in s for s in scores.values())]
+    methods = list(scores)
+    rows = [("task",) + tuple(methods)]
+    rows += [(task,) + tuple(_percent(scores[m][task]) for m in methods) for task in common]
+    rows.append(("",) * (len(methods) + 1))
+    for group in ("seen", "unseen", "all"):
+        rows.append((f"Ave. Norm. ({group})",) + tuple("-" if norm[m][group] is None else f"{norm[m][group]:.1f}"
+                                                      for m in methods))
+    for group, ids in (("seen", symbench.SEEN_TASK_IDS), ("unseen", symbench.UNSEEN_TASK_IDS),
+                       ("all", symbench.TASK_IDS)):
+        rows.append((f"Average raw ({group})",) + tuple(_percent(_mean(scores[m][t] for t in common if t in ids))
+                                                       for m in methods))
+    notes = []
+    skipped = sorted(set().union(*(set(s) for s in scores.values())) - set(common))
+    if skipped:
+        notes.append(f"not in every run, left out: {', '.join(skipped)}")
+    zeros = [t for t in common if max(scores[m][t] for m in methods) == 0]
+    if zeros:
+        notes.append(f"every method scored 0, left out of Ave. Norm.: {', '.join(zeros)}")
+    return "scores x100; Ave. Norm. = mean over tasks of score / best score on the task\n" + _table(rows) + \
+        "".join(f"\nnote: {n}" for n in notes)
+
+
+def plot_sweeps(summary: dict, out: Path) -> list[Path]:
+    """OUT/sweep_<task>.png: score against complexity for every task run at more than one level."""
+    sweeps = {t: e["by_complexity"] for t, e in summary["tasks"].items() if "by_complexity" in e}
+    if not sweeps:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed, so no sweep plots were drawn (pip install matplotlib); the numbers are in "
+              f"{out / 'summary.json'} under by_complexity", file=sys.stderr)
+        return []
+    paths = []
+    for task_id, by_level in sweeps.items():
+        levels = sorted(by_level, key=float)
+        figure, axes = plt.subplots(figsize=(5, 3.5))
+        x = [float(level) for level in levels]
+        axes.plot(x, [100 * by_level[level]["score"] for level in levels], "o-")
+        axes.set_xticks(x, levels)
+        axes.set(xlabel="complexity", ylabel="score (%)", ylim=(-5, 105),
+                 title=f"{task_id}: {summary['method']}")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        path = out / f"sweep_{task_id}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The harness
+
+def parse_complexity(text: str | None) -> list | None:
+    """'3' -> [3]; '1,2,5' -> [1, 2, 5]; '1-5' -> [1, 2, 3, 4, 5]; 'all' -> ['all'] (each task's levels)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return ["all"]
+    levels = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            levels += list(range(int(low), int(high) + 1)) if dash else [int(low)]
+        except ValueError:
+            raise SystemExit(f"--complexity: expected an integer, a list '1,2,5', a range '1-5' or 'all', "
+                             f"not {text!r}") from None
+    return levels
+
+
+def select_tasks(args) -> list[symbench.Task]:
+    ids = list(args.task or [])
+    group = {"seen": symbench.SEEN_TASK_IDS, "unseen": symbench.UNSEEN_TASK_IDS, "all": symbench.TASK_IDS}
+    ids += [t for t in group.get(args.tasks, ()) if t not in ids]
+    if not ids:
+        ids = ["game24"]
+    tasks = []
+    for task_id in ids:
+        if task_id not in symbench.TASKS:
+            known = ", ".join(symbench.TASKS)
+            if task_id in symbench.TASK_IDS:
+                raise SystemExit(f"task {task_id!r} is not implemented yet; implemented: {known}")
+            raise SystemExit(f"unknown task {task_id!r}; known tasks: {known}")
+        task = symbench.TASKS[task_id]
+        if args.data_dir is None and not task.generatable:
+            if task_id in (args.task or []):
+                raise SystemExit(f"task {task_id!r} has no generator: its samples come only from the original files; "
+                                 f"pass --data-dir DATASET_GATHER_DIR")
+            print(f"skipping {task_id}: it needs the original files (--data-dir)", file=sys.stderr)
+            continue
+        tasks.append(task)
+    return tasks
+
+
+def plan_samples(tasks: list[symbench.Task], args) -> list[tuple[symbench.Task, symbench.Sample]]:
+    """Every (task, sample) of the run: generated at each requested complexity, or drawn from the original files."""
+    levels = parse_complexity(args.complexity)
+    planned = []
+    for task in tasks:
+        if args.data_dir is not None:
+            try:
+                samples = symbench.load_original(task.id, args.data_dir)
+            except (FileNotFoundError, NotImplementedError) as error:
+                raise SystemExit(f"--data-dir: cannot load the original {task.id} samples: {error}") from None
+            if levels and levels != ["all"]:
+                samples = [s for s in samples if s.complexity in levels]
+            if args.n and args.n < len(samples):   # a seeded subset, kept in file order
+                chosen = sorted(random.Random(f"{task.id}/{args.seed}").sample(range(len(samples)), args.n))
+                samples = [samples[i] for i in chosen]
+            planned += [(task, sample) for sample in samples]
+            continue
+        task_levels = list(task.levels) if levels == ["all"] else levels or [task.default_level]
+        for level in task_levels:
+            if level not in task.levels:
+                raise SystemExit(f"--complexity {level} is not a level of {task.id}; its levels: {list(task.levels)}")
+            planned += [(task, sample) for sample in task.generate(args.n, complexity=level, seed=args.seed)]
+    return planned
+
+
+def build_clients(args) -> tuple[Clients, str, dict[str, str | None]]:
+    """(clients, CodeSteer mode, {role this method uses: why it runs the embedded model, or None})."""
+    max_tokens = args.max_tokens or DEFAULT_MAX_TOKENS
+    task = make_client(args.task_model, base_url=args.task_base_url, system_message="", max_tokens=max_tokens)
+    steer_client = make_client(args.steer_model, base_url=args.steer_base_url, ckpt=args.steer_ckpt,
+                               max_tokens=args.max_tokens or STEER_MAX_TOKENS)
+    helper = None
+    if not args.no_helper:
+        helper_base_url = args.helper_base_url or (None if args.helper_model else args.task_base_url)
+        helper = make_client(args.helper_model or args.task_model, base_url=helper_base_url, max_tokens=max_tokens)
+    # A locally loaded or self-served CodeSteer is a trained one (or stands in for one); an API model is untrained.
+    local_steer = bool(args.steer_ckpt or args.steer_base_url or steer_client.fallback_reason)
+    mode = args.steer_mode or ("finetuned" if local_steer else "api")
+    used = {"TaskLLM": task, "helper LLM": helper}
+    if args.method in USES_STEER:
+        used["CodeSteerLLM"] = steer_client
+    fallbacks = {name: client.fallback_reason for name, client in used.items() if client is not None}
+    return Clients(task, steer_client, helper), mode, fallbacks
+
+
+DEMO_NOTICE = """\
+NOTE: a plumbing demo. No API key or base URL is set, so every role runs the embedded SmolLM2-135M, which cannot
+really solve SymBench tasks: expect scores near 0. Point the roles at real models with OPENAI_API_KEY,
+ANTHROPIC_API_KEY or OPENAI_BASE_URL, or --task-model/--task-base-url, --steer-model/--steer-base-url or --steer-ckpt
+(a trained CodeSteer), --helper-model/--helper-base-url. Demo defaults where not given: --n {n}, --max-tokens
+{max_tokens}, --max-turns {max_turns}."""
+
+
+def evaluate(args) -> dict:
+    """Run one method over the planned samples, resuming from OUT/results.jsonl; returns the summary."""
+    if args.method not in METHODS:
+        raise SystemExit(f"unknown method {args.method!r}; methods: {', '.join(METHODS)}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise SystemExit(f"--data-dir {args.data_dir}: no such directory")
+    tasks = select_tasks(args)
+    if not tasks:
+        raise SystemExit("no task to run")
+    clients, mode, fallbacks = build_clients(args)
+    if all(fallbacks.values()):   # every role runs the embedded model, sharing one resident copy
+        print(DEMO_NOTICE.format(n=DEMO_N, max_tokens=DEMO_MAX_TOKENS, max_turns=DEMO_MAX_TURNS), file=sys.stderr)
+        if args.max_tokens is None:
+            args.max_tokens = DEMO_MAX_TOKENS
+            clients, mode, _ = build_clients(args)   # the model loads on first use, so this costs nothing
+        args.n = DEMO_N if args.n is None else args.n
+        args.max_turns = DEMO_MAX_TURNS if args.max_turns is None else args.max_turns
+    for role, reason in fallbacks.items():
+        if reason:
+            print(f"NOTE: {role}: {reason}", file=sys.stderr)
+    if args.n is None:
+        args.n = 0 if args.data_dir is not None else 20    # 0: every original sample
+    paper = args.variant == "paper"
+    settings = Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
+                        self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
+                        itertools_fix=not (paper or args.original_itertools), variant=args.variant,
+                        llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
+    if args.judge:
+        install_judges(tasks, clients.helper)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(out / "config.json", {**vars(args), "settings": asdict(settings), "argv": sys.argv[1:]})
+    planned = plan_samples(tasks, args)
+    results = ResultsFile(out / "results.jsonl")
+    previous = results.read(repair=True)
+    if args.retry_errors and any(r.get("error") for r in previous):
+        previous = [r for r in previous if not r.get("error")]
+        results.rewrite(previous)
+    done = {record_key(r): r for r in previous}
+    planned_keys = [(task.id, sample.id, args.method, sample.complexity) for task, sample in planned]
+    todo = [work for work, key in zip(planned, planned_keys) if key not in done]
+    print(f"{len(planned)} samples planned, {len(planned) - len(todo)} already in {results.path}, {len(todo)} to run "
+          f"(method {args.method}, CodeSteer mode {mode})", file=sys.stderr)
+
+    new = run_all(todo, args.method, clients, settings, results, args.concurrency, progress=not args.quiet)
+    finished = {**done, **{record_key(r): r for r in new}}
+    summary = summarize(args.method, [finished[key] for key in planned_keys if key in finished])
+    write_json_atomically(out / "summary.json", summary)
+    print(format_summary(summary))
+    for path in plot_sweeps(summary, out):
+        print(f"plot: {path}")
+    return summary
+
+
+def run_all(todo, method: str, clients: Clients, settings: Settings, results: ResultsFile, concurrency: int,
+            progress: bool = True) -> list[dict]:
+    """Run the samples on `concurrency` threads, appending each record to `results` as soon as it is done."""
+    def run_and_save(task, sample):
+        record = run_sample(sample, task, method, clients, settings)
+        results.append(record)
+        return record
+
+    records, score_sum, errors = [], 0.0, 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, \
+            tqdm(total=len(todo), disable=not progress or not todo, unit="sample", file=sys.stderr) as bar:
+        futures = [pool.submit(run_and_save, task, sample) for task, sample in todo]
+        try:
+            for future in as_completed(futures):
+                record = future.result()
+                records.append(record)
+                score_sum, errors = score_sum + record["score"], errors + bool(record["error"])
+                bar.update(1)
+                bar.set_postfix(score=f"{score_sum / len(records):.2f}", errors=errors)
+        except (FatalLLMError, KeyboardInterrupt) as error:
+            for future in futures:
+                future.cancel()
+            running = sum(future.running() for future in futures)
+            print(f"\nstopping: waiting for {running} running samples (they are saved; interrupt again to drop "
+                  "them); rerun with the same --out to resume", file=sys.stderr)
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise SystemExit(f"stopping the run: {error}") from None
+    return records
+
+
+def install_judges(tasks: list[symbench.Task], helper) -> None:
+    """--judge: score the judged tasks (gsm_hard, MATH) and BBH with the helper LLM instead of deterministically."""
+    from symbench.bbh import BBHTask
+    from symbench.judged import JudgedTask, judge_prompt
+    if helper is None:
+        raise SystemExit("--judge needs the helper LLM (drop --no-helper)")
+    for task in tasks:
+        if isinstance(task, JudgedTask):
+            task.judge = lambda target, answer: helper(user(judge_prompt(target, answer)))
+        elif isinstance(task, BBHTask):
+            task.judge = lambda question, target, answer: helper(user(BBH_JUDGE_PROMPT.format(
+                question=question, target=target, answer=answer)))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Evaluate CodeSteer or a baseline on SymBench. `steer.py compare RUN_DIR...` prints the "
+                    "Ave. Norm. table of finished runs.")
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--task", action="append", help="a task id; repeatable (default: game24)")
+    what.add_argument("--tasks", choices=["seen", "unseen", "all"], help="a group of tasks")
+    what.add_argument("--method", default="codesteer", help=f"one of {', '.join(METHODS)} (default codesteer)")
+    what.add_argument("--n", type=int, help="samples per task and complexity (default 20, embedded demo 1); with "
+                                            "--data-dir a seeded subset of the originals (default 0: all of them)")
+    what.add_argument("--seed", type=int, default=0, help="generation seed, or the subset seed with --data-dir")
+    what.add_argument("--complexity", help="a level, a list '1,3,5', a range '1-5' (a sweep, with a plot per task) "
+                                           "or 'all' (default: each task's default level)")
+    what.add_argument("--data-dir", help="the original dataset_gather directory: evaluate its samples instead of "
+                                         "generated ones")
+    what.add_argument("--variant", choices=["corrected", "paper"], default="corrected",
+                      help="paper: the original scorers and loop quirks (substring termination, round-0 code reuse, "
+                           "the itertools miss)")
+    models = parser.add_argument_group("models (default: gpt-4o via OPENAI_API_KEY, else the embedded SmolLM2)")
+    models.add_argument("--task-model", default="gpt-4o")
+    models.add_argument("--task-base-url", help="an OpenAI-compatible endpoint for the TaskLLM")
+    models.add_argument("--steer-model", help="CodeSteerLLM model name (default gpt-4o as an untrained API CodeSteer)")
+    models.add_argument("--steer-base-url", help="an OpenAI-compatible endpoint serving a trained CodeSteer")
+    models.add_argument("--steer-ckpt", help="a trained CodeSteer checkpoint run in-process (HF dir, .gguf, embedded)")
+    models.add_argument("--steer-mode", choices=["finetuned", "api"],
+                        help="finetuned: short-form inputs, raw guidance; api: full-form inputs, turn-0 choice "
+                             "(default: finetuned with --steer-ckpt/--steer-base-url or the embedded model, else api)")
+    models.add_argument("--helper-model", help="checker / extractor / judge LLM (default: the task model)")
+    models.add_argument("--helper-base-url", help="(default: the task base URL when --helper-model is not given)")
+    models.add_argument("--max-tokens", type=int, help=f"per reply, every role (default {DEFAULT_MAX_TOKENS}, "
+                        f"CodeSteer {STEER_MAX_TOKENS}; embedded demo {DEMO_MAX_TOKENS})")
+    loop = parser.add_argument_group("loop and scoring")
+    loop.add_argument("--max-turns", type=int, help=f"TaskLLM answers per sample (default {MAX_TURNS}, "
+                                                    f"embedded demo {DEMO_MAX_TURNS})")
+    loop.add_argument("--no-paraphrase", action="store_true", help="API mode: use P_code/P_text verbatim at turn 0")
+    loop.add_argument("--no-self-check", action="store_true", help="skip the Self-answer Checker")
+    loop.add_argument("--no-llm-extract", action="store_true", help="score only answers given as <<<...>>>")
+    loop.add_argument("--no-helper", action="store_true", help="no helper LLM at all (no checker, no extractor)")
+    loop.add_argument("--judge", action="store_true", help="judge gsm_hard, MATH and BBH answers with the helper LLM")
+    loop.add_argument("--substring-termination", action="store_true", help="the original's substring tests on guidance")
+    loop.add_argument("--reuse-round0-code", action="store_true", help="the original's final run of round-0 code")
+    loop.add_argument("--original-itertools", action="store_true", help="the original's itertools detection")
+    run = parser.add_argument_group("running")
+    run.add_argument("--concurrency", type=int, default=8, help="samples run at once (default 8)")
+    run.add_argument("--out", help="run directory (default runs/<method>); rerun with it to resume")
+    run.add_argument("--retry-errors", action="store_true", help="on resume, rerun samples that ended in an error")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    args.out = args.out or f"runs/{args.method}"
+    if args.n is not None and args.n < 0 or args.concurrency < 1 or (args.max_turns is not None and args.max_turns < 1):
+        parser.error("--n must be >= 0, --concurrency and --max-turns >= 1")
+    if args.steer_ckpt and args.steer_base_url:
+        parser.error("give --steer-ckpt or --steer-base-url, not both")
+    if args.n == 0 and args.data_dir is None:
+        parser.error("--n 0 (all samples) needs --data-dir")
+    return args
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "compare":
+        if len(argv) < 2:
+            raise SystemExit("usage: steer.py compare RUN_DIR [RUN_DIR ...]")
+        print(compare(argv[1:]))
+        return
+    evaluate(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""The CodeSteer loop, baselines, final-answer scoring and the harness, driven by scripted OpenAI-compatible servers
+(tests/fixture_server.py) so that every run is deterministic. One slow test runs the loop over HTTP against serve.py
+on the embedded model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import steer
+import symbench
+from fixture_server import fixture_server
+from llm import make_client
+
+ROOT = Path(__file__).resolve().parents[1]
+GAME24 = symbench.get_task("game24")
+SAMPLE = GAME24.generate(1, seed=0)[0]        # numbers 1 2 5 10
+RIGHT = "(2*10)-(1-5) = 24"
+WRONG = "1+2+5+10 = 24"
+EXEC_MARKER = "exec-marker-7731"              # appears only in the output of running the TaskLLM's code
+CHECK_MARKER = "Wrong: the numbers sum to 18"  # appears only in the Self-answer Checker's verdict
+
+
+@pytest.fixture(autouse=True)
+def no_real_endpoints(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def checker_reply(messages) -> str:
+    """The helper LLM: checking code for the Self-answer Checker, a restated answer for the extractor."""
+    prompt = messages[-1]["content"]
+    if prompt.startswith("Below is a response to a task"):
+        return "<<<" + WRONG + ">>>"
+    verdict = CHECK_MARKER if WRONG in prompt.split("The response is:")[-1] else "Correct"
+    return f"Let me check.\n```python\nprint({verdict!r})\n```"
+
+
+def clients_for(task_server, steer_server, helper_server) -> steer.Clients:
+    return steer.Clients(task=make_client("task", base_url=task_server.url, system_message=""),
+                         steer=make_client("steer", base_url=steer_server.url),
+                         helper=make_client("helper", base_url=helper_server.url))
+
+
+def task_contents(server) -> list[str]:
+    return [m["content"] for request in server.requests for m in request["messages"]]
+
+
+def test_a_text_answer_is_steered_to_code_and_scores_one():
+    text_reply = f"Adding everything: 1+2+5+10 = 18. <<<{WRONG}>>>"
+    literal_code = f"Plan: print it.\n```python\nprint('exec-marker-' + str(7731))\nprint('<<<{RIGHT}>>>')\n```"
+    search_code = ("Search every expression.\n```python\nimport itertools\n"
+                   f"for a in itertools.permutations([1, 2, 5, 10]):\n    pass\nprint('<<<{RIGHT}>>>')\n```")
+    guidance_0 = "Reason about it in text.\n\n"
+    better = "Your code only prints an answer worked out by hand; search over the expressions instead."
+    with fixture_server([text_reply, literal_code, search_code]) as task_server, \
+            fixture_server([guidance_0, "<<<Code>>>", better, "<<<Return Answer>>>"]) as steer_server, \
+            fixture_server(checker_reply) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
+                                  steer.Settings(mode="finetuned"))
+    assert record["error"] is None and record["score"] == 1.0 and record["solved"]
+    assert record["final"]["candidates"][0]["source"] == "code_output"
+
+    # The TaskLLM's history: guidance and its own replies only; the question only in the first message.
+    third = task_server.requests[2]["messages"]
+    assert [m["role"] for m in third] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert third[1]["content"] == guidance_0 + SAMPLE.question
+    assert third[2]["content"] == text_reply and third[3]["content"] == steer.CODE_PROMPT
+    assert third[4]["content"] == literal_code and third[5]["content"] == better
+    for content in task_contents(task_server):
+        for leaked in (EXEC_MARKER, CHECK_MARKER, "Complexity score", steer.BODY_CHECK.split(":")[0]):
+            assert leaked not in content
+    assert sum(SAMPLE.question in c for c in task_contents(task_server)) == 3  # the first message, resent each call
+
+    # CodeSteer saw what the TaskLLM did not: the checker's verdict, the execution output, the complexity analysis.
+    steer_requests = [r["messages"] for r in steer_server.requests]
+    assert steer_requests[0] == [{"role": "user", "content": steer.CHOICE_PROMPT + SAMPLE.question}]
+    assert CHECK_MARKER in steer_requests[1][-1]["content"]
+    assert EXEC_MARKER in steer_requests[2][-1]["content"] and "Complexity score" in steer_requests[2][-1]["content"]
+    assert [m["role"] for m in steer_requests[3]] == ["user", "assistant"] * 3 + ["user"]
+    assert steer_requests[3][1]["content"] == guidance_0   # short form: the guidance as it was written
+
+    trajectory = record["trajectory"]
+    assert trajectory["stop_reason"] == "return_answer"
+    assert len(trajectory["steer_inputs_short"]) == len(trajectory["guidances"]) == 4
+    assert trajectory["guidances"] == [guidance_0, "<<<Code>>>", better, "<<<Return Answer>>>"]
+    assert [turn["code"] is not None for turn in trajectory["turns"]] == [False, True, True]
+    assert EXEC_MARKER in trajectory["turns"][1]["execution"]["stdout"]
+    assert trajectory["turns"][2]["check"] == "output: Correct\n"
+    assert record["tokens"]["task"]["calls"] == 3 and record["tokens"]["steer"]["calls"] == 4
+
+
+def test_the_loop_stops_after_max_turns_and_the_last_reply_is_not_checked():
+    with fixture_server(f"Still thinking. TERMINATE <<<{WRONG}>>>") as task_server, \
+            fixture_server("Check your arithmetic once more.") as steer_server, \
+            fixture_server(checker_reply) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
+                                  steer.Settings(mode="finetuned", max_turns=3))
+    assert record["trajectory"]["stop_reason"] == "max_turns" and record["score"] == 0.0
+    assert len(task_server.requests) == 3 and len(steer_server.requests) == 3
+    checks = [r for r in helper_server.requests if "The response is:" in r["messages"][-1]["content"]]
+    assert len(checks) == 2 and record["trajectory"]["turns"][-1]["check"] is None
+    assert record["final"]["candidates"][-1]["via"] == "llm"   # a wrong answer is handed to the extractor
+
+
+def test_api_mode_paraphrases_the_choice_and_reads_the_last_block():
+    paraphrased = "Write Python that solves it and prints the answer."
+    steer_replies = ["Code is the better tool here. <<<Code>>>", "It looks right to me. <<<Return Answer>>>"]
+    helper = lambda messages: paraphrased if "Rewrite the instruction" in messages[-1]["content"] \
+        else checker_reply(messages)
+    with fixture_server([f"```python\nprint('<<<{RIGHT}>>>')\n```"]) as task_server, \
+            fixture_server(steer_replies) as steer_server, fixture_server(helper) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
+                                  steer.Settings(mode="api"))
+    assert record["score"] == 1.0 and record["trajectory"]["stop_reason"] == "return_answer"
+    assert task_server.requests[0]["messages"][1]["content"] == paraphrased + "\n\n" + SAMPLE.question
+    second = steer_server.requests[1]["messages"]
+    assert second[1]["content"] == record["trajectory"]["guidances"][0]
+    assert second[2]["content"].startswith(steer.DECISION_PROMPT + " " + SAMPLE.question + "\n")
+    assert record["trajectory"]["guidances"][1] == "Return Answer"
+    assert steer_server.requests[1]["temperature"] == 0.0
+
+
+def test_api_mode_without_a_choice_gives_the_sample_up():
+    with fixture_server("unused") as task_server, fixture_server("I am not sure.") as steer_server, \
+            fixture_server(checker_reply) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
+                                  steer.Settings(mode="api"))
+    assert record["trajectory"]["stop_reason"] == "no_choice" and record["score"] == 0.0
+    assert task_server.requests == [] and helper_server.requests == []
+
+
+@pytest.mark.parametrize("guidance, corrected, paper", [
+    ("<<<Return Answer>>>", "return_answer", "return_answer"),
+    ("Return Answer", "return_answer", "return_answer"),
+    ("  return answer.  ", "return_answer", None),
+    ("**Terminate**", "terminate", "terminate"),
+    ("Do not terminate yet: fix the code, and only Terminate if it still fails.", None, "terminate"),
+    ("The answer is close; do not Return Answer until the sum is checked.", None, "return_answer"),
+    ("Please switch modes. <<<Code>>>", "code", "code"),
+    ("Code", "code", None),
+    ("<<<text>>>", "text", None),
+    ("Use a breadth-first search over the moves.", None, None),
+])
+def test_guidance_is_read_as_a_whole_by_default_and_as_substrings_under_the_paper_rules(guidance, corrected, paper):
+    assert steer.read_guidance(guidance) == corrected
+    assert steer.read_guidance(guidance, paper_rules=True) == paper
+
+
+def test_last_block_and_choice():
+    assert steer.last_block("a <<<x>>> b <<<Return Answer>>> c") == "Return Answer"
+    assert steer.last_block("no block here") == "no block here"
+    assert steer.read_choice("I pick <<< code >>>") == "code"
+    assert steer.read_choice("I pick <<< code >>>", paper_rules=True) is None
+    assert steer.read_choice("maybe text?") is None
+
+
+class CountingHelper:
+    def __init__(self, reply):
+        self.reply, self.prompts = reply, []
+
+    def __call__(self, messages):
+        self.prompts.append(messages[-1]["content"])
+        return self.reply
+
+
+def trajectory_ending_with(reply: str, first_reply: str | None = None) -> steer.Trajectory:
+    trajectory = steer.Trajectory(SAMPLE.question)
+    for text in ([first_reply] if first_reply else []) + [reply]:
+        trajectory.turns.append(dict(reply=text, code=steer.extract_code(text)))
+    trajectory.final_text = reply
+    return trajectory
+
+
+def test_final_answer_calls_the_extractor_only_when_no_candidate_validates():
+    helper = CountingHelper(f"<<<{RIGHT}>>>")
+    result = steer.final_answer(SAMPLE, GAME24, trajectory_ending_with(f"So <<<{RIGHT}>>>"), helper)
+    assert result["score"] == 1.0 and helper.prompts == []
+
+    result = steer.final_answer(SAMPLE, GAME24, trajectory_ending_with(f"The answer is {RIGHT}."), helper)
+    assert result["score"] == 1.0 and len(helper.prompts) == 1
+    assert GAME24.answer_format in helper.prompts[0] and result["candidates"][-1]["via"] == "llm"
+
+    no_extractor = steer.Settings(llm_extract=False)
+    result = steer.final_answer(SAMPLE, GAME24, trajectory_ending_with(f"The answer is {RIGHT}."), helper, no_extractor)
+    assert result["score"] == 0.0 and len(helper.prompts) == 1
+
+
+def test_final_answer_runs_the_final_code_and_scores_any_candidate():
+    letters = symbench.get_task("letters")
+    sample = letters.generate(1, seed=3)[0]
+    code = f"```python\nresult = {sample.answer!r}\n```"     # nothing printed: the runner prints `result`
+    result = steer.final_answer(sample, letters, trajectory_ending_with(f"<<<wrong>>>\n{code}"), None)
+    assert [c["source"] for c in result["candidates"]] == ["code_output", "reply"]
+    assert [c["score"] for c in result["candidates"]] == [0.0, 0.0]   # the bare value has no <<<>>>: no extractor
+    code = f"```python\nprint('<<<' + {sample.answer!r} + '>>>')\n```"
+    result = steer.final_answer(sample, letters, trajectory_ending_with(f"<<<wrong>>>\n{code}"), None)
+    assert result["score"] == 1.0 and result["answer"] == sample.answer
+
+
+def test_game24_scores_a_single_chain_and_round_zero_code_is_reused_only_under_the_flag():
+    code = f"```python\nprint('<<<{WRONG}>>>')\n```"
+    result = steer.final_answer(SAMPLE, GAME24, trajectory_ending_with(f"<<<{RIGHT}>>>\n{code}"), None)
+    assert [c["source"] for c in result["candidates"]] == ["code_output"] and result["score"] == 0.0
+
+    round0 = f"```python\nprint('<<<{RIGHT}>>>')\n```"
+    trajectory = trajectory_ending_with("I stand by it.", first_reply=round0)
+    assert steer.final_answer(SAMPLE, GAME24, trajectory, None)["score"] == 0.0
+    assert steer.final_answer(SAMPLE, GAME24, trajectory, None, steer.Settings(reuse_round0_code=True))["score"] == 1.0
+
+
+def test_baselines_send_what_the_paper_describes():
+    def run(method, replies, **settings):
+        with fixture_server(replies) as task_server, fixture_server(checker_reply) as helper_server:
+            clients = steer.Clients(task=make_client("task", base_url=task_server.url), steer=None,
+                                    helper=make_client("helper", base_url=helper_server.url))
+            record = steer.run_sample(SAMPLE, GAME24, method, clients, steer.Settings(**settings))
+        return record, [r["messages"] for r in task_server.requests]
+
+    record, requests = run("only_question", [f"<<<{RIGHT}>>>"])
+    assert requests == [[{"role": "user", "content": SAMPLE.question}]] and record["score"] == 1.0
+    _, requests = run("all_code", [f"<<<{RIGHT}>>>"])
+    assert requests[0][0]["content"] == steer.CODE_PROMPT + SAMPLE.question
+    _, requests = run("all_text", [f"<<<{RIGHT}>>>"])
+    assert requests[0][0]["content"] == steer.TEXT_PROMPT + SAMPLE.question
+
+    # code_interpreter: the TaskLLM does get its execution output, until it answers without code.
+    record, requests = run("code_interpreter", ["```python\nprint('exec-' + 'out-42')\n```", f"<<<{RIGHT}>>>"])
+    assert len(requests) == 2 and "exec-out-42" in requests[1][-1]["content"]
+    assert record["score"] == 1.0 and record["trajectory"]["stop_reason"] == "answered"
+    record, requests = run("code_interpreter", "```python\nprint(1)\n```", max_turns=2)
+    assert len(requests) == 2 and record["trajectory"]["stop_reason"] == "max_turns"
+
+
+def test_code_text_choice_is_turn_zero_only():
+    with fixture_server(f"<<<{RIGHT}>>>") as task_server, fixture_server("Use code.\n\n") as steer_server, \
+            fixture_server(checker_reply) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "code_text_choice",
+                                  clients_for(task_server, steer_server, helper_server), steer.Settings())
+    assert len(task_server.requests) == len(steer_server.requests) == 1 and helper_server.requests == []
+    assert record["score"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The harness
+
+def harness_args(url: str, out: Path, *extra: str) -> list[str]:
+    return ["--task", "game24", "--method", "only_question", "--task-base-url", url, "--out", str(out), "--quiet",
+            "--no-llm-extract", *extra]
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_crashing_sample_is_recorded_and_the_run_goes_on(tmp_path):
+    samples = GAME24.generate(3, seed=0)
+    poison = samples[1].question
+
+    def reply(messages):
+        if messages[-1]["content"] == poison:
+            raise ValueError("boom")
+        return f"<<<{WRONG}>>>"
+
+    with fixture_server(reply) as server:
+        summary = steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "3", "--concurrency", "2")))
+    records = read_lines(tmp_path / "results.jsonl")
+    assert len(records) == 3
+    crashed = [r for r in records if r["error"]]
+    assert [r["id"] for r in crashed] == [samples[1].id] and crashed[0]["score"] == 0.0
+    assert "boom" in crashed[0]["error"] and summary["tasks"]["game24"]["errors"] == 1
+    assert summary["tasks"]["game24"]["n"] == 3
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["method"] == "only_question" and not any("key" in k.lower() for k in config)
+
+
+def test_an_authentication_error_stops_the_run(tmp_path):
+    with fixture_server(["unused"], statuses=[401] * 4) as server, pytest.raises(SystemExit, match="401"):
+        steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2", "--concurrency", "1")))
+    assert not (tmp_path / "results.jsonl").exists() or read_lines(tmp_path / "results.jsonl") == []
+
+
+def test_a_killed_run_resumes_and_runs_every_sample_exactly_once(tmp_path):
+    n = 8
+    with fixture_server(f"<<<{WRONG}>>>", delay=0.4) as server:
+        command = [sys.executable, str(ROOT / "steer.py"), *harness_args(server.url, tmp_path, "--n", str(n),
+                                                                          "--concurrency", "2")]
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        results = tmp_path / "results.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not results.exists() or results.read_text().count("\n") < 2):
+            assert process.poll() is None, process.stderr.read().decode()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        first = read_lines(results)
+        assert 2 <= len(first) < n
+        with open(results, "a") as file:   # what a crash in the middle of a write leaves behind
+            file.write('{"task": "game24", "id": "torn')
+        finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    records = read_lines(results)
+    keys = [steer.record_key(r) for r in records]
+    assert len(keys) == n and len(set(keys)) == n
+    assert {r["id"] for r in records} == {s.id for s in GAME24.generate(n, seed=0)}
+    assert records[:len(first)] == first
+    assert f"{len(first)} already in" in finished.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["tasks"]["game24"]["n"] == n
+
+
+def test_retry_errors_reruns_only_the_failed_samples(tmp_path):
+    samples = GAME24.generate(2, seed=0)
+    failing = {samples[0].question}
+
+    def reply(messages):
+        if messages[-1]["content"] in failing:
+            raise ValueError("flaky")
+        return f"<<<{RIGHT}>>>"
+
+    with fixture_server(reply) as server:
+        steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
+        failing.clear()
+        steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
+        assert sum(bool(r["error"]) for r in read_lines(tmp_path / "results.jsonl")) == 1   # plain resume: kept
+        steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2", "--retry-errors")))
+    records = read_lines(tmp_path / "results.jsonl")
+    assert len(records) == 2 and not any(r["error"] for r in records)
+
+
+def test_a_complexity_sweep_summarises_each_level_and_plots_it(tmp_path):
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        summary = steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2",
+                                                               "--complexity", "1-2")))
+    entry = summary["tasks"]["game24"]
+    assert entry["n"] == 4 and set(entry["by_complexity"]) == {"1", "2"}
+    assert {r["complexity"] for r in read_lines(tmp_path / "results.jsonl")} == {1, 2}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "sweep_game24.png").stat().st_size > 1000
+
+
+def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
+    runs = {"A": {"game24": 0.5, "boxlift": 0.2, "pooling": 0.0, "letters": 0.9, "2048": 0.1},
+            "B": {"game24": 0.25, "boxlift": 0.4, "pooling": 0.0, "letters": 0.3}}
+    norm = steer.normalized_averages(runs)
+    # common tasks game24, boxlift, letters (pooling: 0/0, 2048: not in B); best 0.5, 0.4, 0.9
+    assert norm["A"]["seen"] == pytest.approx(100 * (1 + 0.5) / 2)
+    assert norm["B"]["seen"] == pytest.approx(100 * (0.5 + 1) / 2)
+    assert norm["A"]["unseen"] == pytest.approx(100.0) and norm["B"]["unseen"] == pytest.approx(100 / 3)
+    assert norm["B"]["all"] == pytest.approx(100 * (0.5 + 1 + 1 / 3) / 3)
+
+    for method, scores in runs.items():
+        (tmp_path / method).mkdir()
+        tasks = {t: dict(score=s, n=10, tokens=0, seconds=0) for t, s in scores.items()}
+        (tmp_path / method / "summary.json").write_text(json.dumps(dict(method=method, tasks=tasks)))
+    table = subprocess.run([sys.executable, str(ROOT / "steer.py"), "compare", str(tmp_path / "A"),
+                            str(tmp_path / "B")], capture_output=True, text=True, cwd=ROOT).stdout
+    lines = {line.split("  ")[0]: line.split() for line in table.splitlines()}
+    assert lines["Ave. Norm. (all)"][-2:] == [f"{100 * 2.5 / 3:.1f}", f"{100 * (0.5 + 1 + 1 / 3) / 3:.1f}"]
+    assert lines["game24"][-2:] == ["50.0", "25.0"]
+    assert "2048" in table and "pooling" in table   # named in the notes
+
+
+def test_results_file_drops_a_torn_line_and_keeps_the_rest(tmp_path):
+    results = steer.ResultsFile(tmp_path / "results.jsonl")
+    results.append({"task": "game24", "id": "a", "method": "m", "complexity": 1})
+    with open(results.path, "a") as file:
+        file.write('{"task": "game24", "id": "b"')
+    assert [r["id"] for r in results.read(repair=True)] == ["a"]
+    assert results.path.read_text().endswith("}\n")
+    results.append({"task": "game24", "id": "c", "method": "m", "complexity": 1})
+    assert [r["id"] for r in results.read()] == ["a", "c"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "no_such_task"], "unknown task"),
+    (["--method", "magic"], "unknown method"),
+    (["--data-dir", "/nonexistent/dataset_gather"], "no such directory"),
+    (["--task", "gsm_hard"], "--data-dir"),
+    (["--complexity", "9"], "not a level of game24"),
+    (["--complexity", "one"], "--complexity"),
+])
+def test_clear_errors(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        steer.evaluate(steer.parse_args(["--out", str(tmp_path), "--task-base-url", "http://127.0.0.1:9/v1", *argv]))
+
+
+def test_parse_complexity():
+    assert steer.parse_complexity("3") == [3]
+    assert steer.parse_complexity("1,2, 5") == [1, 2, 5]
+    assert steer.parse_complexity("2-4") == [2, 3, 4]
+    assert steer.parse_complexity("all") == ["all"]
+    assert steer.parse_complexity(None) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Integration: the loop over HTTP against serve.py on the embedded model
+
+@pytest.mark.slow
+def test_the_loop_runs_against_serve_py_on_the_embedded_model():
+    from llm import LocalClient
+    from serve import ChatServer
+    with ChatServer(LocalClient("embedded"), port=0) as server:
+        clients = steer.Clients(*(make_client("smollm2", base_url=server.url, max_tokens=24, max_retries=0)
+                                  for _ in range(3)))
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients, steer.Settings(mode="finetuned", max_turns=2))
+    assert record["error"] is None, record.get("traceback")
+    trajectory = record["trajectory"]
+    assert len(trajectory["turns"]) in (1, 2) and 0.0 <= record["score"] <= 1.0
+    first_user = next(m for m in trajectory["task_messages"] if m["role"] == "user")
+    assert first_user["content"] == trajectory["guidances"][0] + SAMPLE.question
+    assert record["tokens"]["task"]["completion_tokens"] > 0 and record["tokens"]["steer"]["calls"] >= 2
+    assert len(trajectory["steer_inputs_short"]) == len(trajectory["guidances"]) == 2
+
+
+def test_judge_option_scores_judged_tasks_with_the_helper(monkeypatch):
+    gsm = symbench.get_task("gsm_hard")
+    monkeypatch.setattr(gsm, "judge", None)
+    sample = symbench.Sample(task="gsm_hard", id="x", question="What is 2+3?", answer="5", complexity=None,
+                             meta={"target": 5})
+    assert gsm.score(sample, "<<<five>>>") == 0.0   # the deterministic rule cannot read it
+    with fixture_server("They agree. <<<True>>>") as helper_server:
+        steer.install_judges([gsm], make_client("judge", base_url=helper_server.url))
+        assert gsm.score(sample, "<<<five>>>") == 1.0
+    assert "Reference answer: 5" in helper_server.requests[0]["messages"][-1]["content"]
+
+
+def test_sweep_plots_degrade_to_a_message_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # makes `import matplotlib` raise ImportError
+    summary = {"method": "m", "tasks": {"game24": {"by_complexity": {"1": {"score": 1.0, "n": 1},
+                                                                     "2": {"score": 0.0, "n": 1}}}}}
+    assert steer.plot_sweeps(summary, tmp_path) == []
+    assert "pip install matplotlib" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_original_samples_from_data_dir(tmp_path):
+    data_dir = ROOT / "tests" / "symbench-reference" / "dataset_gather"
+    with fixture_server("<<<7>>>") as server:
+        args = harness_args(server.url, tmp_path / "a", "--task", "gsm_hard", "--data-dir", str(data_dir), "--n", "3")
+        summary = steer.evaluate(steer.parse_args(args))
+        assert summary["tasks"]["game24"]["n"] == 3 and summary["tasks"]["gsm_hard"]["n"] == 2   # the file holds 2
+        again = steer.evaluate(steer.parse_args(args[:-1] + ["0"]))    # --n 0: all of them, the first 3 resumed
+    ids = [r["id"] for r in read_lines(tmp_path / "a" / "results.jsonl") if r["task"] == "game24"]
+    assert again["tasks"]["game24"]["n"] == len(set(ids)) == len(ids) == len(symbench.load_original("game24", data_dir))
