@@ -190,16 +190,21 @@ class Attention(nn.Module):
         v = v.view(B, T, KVH, D).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        if layer_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != KVH)
-        else:
+        if layer_cache is not None:
             k_cache, v_cache = layer_cache
             k_cache.index_copy_(2, slots, k)
             v_cache.index_copy_(2, slots, v)
+        if layer_cache is None or mask is None:
+            # No cache, or a prefill of unpadded prompts into an empty cache: plain causal
+            # attention over the new tokens.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != KVH)
+        else:
             # Query heads that share a key/value head are stacked along the sequence axis, so
             # the cache is read once per kv head instead of being repeated per query head.
+            # The mask's width is how many cache slots are attended.
+            S = mask.shape[-1]
             grouped = q.reshape(B, KVH, (H // KVH) * T, D)
-            y = F.scaled_dot_product_attention(grouped, k_cache, v_cache, attn_mask=mask)
+            y = F.scaled_dot_product_attention(grouped, k_cache[:, :, :S], v_cache[:, :, :S], attn_mask=mask)
             y = y.view(B, H, T, D)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
@@ -265,14 +270,15 @@ class Transformer(nn.Module):
 
         Without a cache: plain causal attention over the T tokens at positions 0..T-1.
         With a KVCache: `slots` (T,) are the cache slots the new tokens are written to,
-        `positions` (B, T) their RoPE positions and `mask` (B, 1, T, S) which cache slots each
-        query may attend to (see `generate`)."""
+        `positions` (B, T) their RoPE positions and `mask` (B, 1, T, S) which of the first S
+        cache slots each query may attend to (see `generate`); mask=None means the cache was empty and the
+        tokens are unpadded, so plain causal attention over them is enough."""
         B, T = tokens.shape
         h = self.tok_embeddings(tokens)
         if positions is None:
             positions = torch.arange(T, device=tokens.device)[None].expand(B, T)
         cos, sin = self.rope(positions, h.dtype)
-        if cache is not None:
+        if mask is not None:
             group = self.config.n_heads // self.config.n_kv_heads
             mask = mask.repeat(1, 1, group, 1) if T > 1 else mask  # rows match grouped queries
         for i, layer in enumerate(self.layers):
@@ -283,12 +289,17 @@ class Transformer(nn.Module):
 
 
 class KVCache:
-    """Keys and values for every layer, preallocated for `max_len` slots."""
+    """Keys and values for every layer, preallocated for `max_len` slots.
 
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
+    Left uninitialised by default: attention only reads slots already written. A captured CUDA
+    graph attends over every slot (masked), and a masked slot must hold finite numbers, since
+    0 * NaN is NaN: pass zeroed=True there."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype, zeroed: bool = False):
         shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        make = torch.zeros if zeroed else torch.empty
+        self.k = make(shape, device=device, dtype=dtype)
+        self.v = make(shape, device=device, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------
@@ -344,7 +355,10 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     B, P, S = len(prompts), longest, longest + max_new_tokens
     pad = torch.tensor([P - len(p) for p in prompts], device=device)
     tokens = torch.tensor([[0] * (P - len(p)) + list(p) for p in prompts], device=device)
-    cache = KVCache(config, B, S, device, dtype)
+    captured = (cuda_graph or compile) and max_new_tokens > 1
+    if captured and device.type != "cuda":
+        raise ValueError("cuda_graph and compile need a CUDA model")
+    cache = KVCache(config, B, S, device, dtype, zeroed=captured)
     slot_ids = torch.arange(S, device=device)
     real_slot = slot_ids[None, :] >= pad[:, None]                       # (B, S)
     generator = None
@@ -352,18 +366,20 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         generator = torch.Generator(device=device).manual_seed(seed)
 
     # Prefill: causal over real tokens; padding queries see only themselves (finite garbage
-    # that no real token ever attends to).
-    causal = slot_ids[None, :] <= slot_ids[:P, None]                     # (P, S)
-    mask = (causal[None] & real_slot[:, None, :]) | (slot_ids[None, :] == slot_ids[:P, None])[None]
+    # that no real token ever attends to). Without padding, plain causal attention does it.
+    mask = None
+    if any(len(p) != P for p in prompts):
+        prompt_slots = slot_ids[:P]
+        causal = prompt_slots[None, :] <= prompt_slots[:, None]          # (P, P)
+        mask = (causal[None] & real_slot[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)[None]
+        mask = mask[:, None]                                             # (B, 1, P, P)
     positions = (slot_ids[None, :P] - pad[:, None]).clamp(min=0)
     # Only the last position's logits are needed: skip the LM head on the rest of the prompt.
-    hidden = model(tokens, cache, slot_ids[:P], positions, mask[:, None], return_hidden=True)
+    hidden = model(tokens, cache, slot_ids[:P], positions, mask, return_hidden=True)
     logits = model.lm_head(hidden[:, -1])
 
     decode_step = model
-    if (cuda_graph or compile) and max_new_tokens > 1:
-        if device.type != "cuda":
-            raise ValueError("cuda_graph and compile need a CUDA model")
+    if captured:
         decode_step = _captured_decode_step(model, cache, B, S, compile)
     stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -375,7 +391,10 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         slot = P + step
-        mask = (real_slot & (slot_ids <= slot))[:, None, None, :]        # (B, 1, 1, S)
+        if captured:  # static shapes: every slot, the future ones masked
+            mask = (real_slot & (slot_ids <= slot))[:, None, None, :]    # (B, 1, 1, S)
+        else:
+            mask = real_slot[:, None, None, :slot + 1]                   # (B, 1, 1, slot + 1)
         positions = (slot - pad)[:, None]
         logits = decode_step(next_token[:, None], cache, slot_ids[slot:slot + 1], positions, mask)[:, -1]
     rows = torch.stack(new_tokens, dim=1).tolist()
@@ -391,7 +410,7 @@ def _captured_decode_step(model, cache, B: int, S: int, compile: bool):
     # before writing it.
     slots = torch.full((1,), S - 1, dtype=torch.long, device=device)
     positions = torch.zeros(B, 1, dtype=torch.long, device=device)
-    mask = torch.zeros(B, 1, 1, S, dtype=torch.bool, device=device)
+    mask = torch.ones(B, 1, 1, S, dtype=torch.bool, device=device)  # warm-up writes stay finite
     forward = torch.compile(model, dynamic=False) if compile else model
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -630,7 +649,21 @@ def load_model(path, device=None, dtype=None) -> Transformer:
     with torch.no_grad():
         for name, tensor in checkpoint_tensors(path, model):
             params[name].copy_(tensor)
+    if device.type == "cpu":
+        store_column_major(model)
     return model.eval()
+
+
+def store_column_major(model: nn.Module):
+    """Keep every weight's (out, in) shape but lay its memory out as (in, out).
+
+    Decoding one token multiplies a vector by each weight; torch's CPU kernel for x @ W reads
+    a contiguous (in, out) matrix about 1.5x faster than nn.Linear's (out, in) layout (measured
+    in BENCHMARKS.md). Names, shapes and values are unchanged, so checkpoints and parity are too."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight = nn.Parameter(module.weight.detach().t().contiguous().t(),
+                                         requires_grad=module.weight.requires_grad)
 
 
 # ------------------------------------------------------------------------------------------
@@ -653,6 +686,7 @@ def save_hf(model: Transformer, tokenizer: "ChatTokenizer", out_dir, max_shard_b
         state.update({name: part.contiguous() for name, part in zip(sources, parts)})
 
     staging = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared
     shards, current, current_bytes = [], {}, 0
     for name, tensor in state.items():
         size = tensor.numel() * tensor.element_size()
@@ -840,8 +874,12 @@ def _chat_format_of(template: str | None, tokenizer) -> tuple[str, str | None]:
         return "llama3", None
     default_system = None
     if template:
+        ours = re.match(r'\{% set default_system = ("(?:[^"\\]|\\.)*") %\}', template)  # _CHATML_JINJA
         found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
-        default_system = found.group(1) if found and "{{" not in found.group(1) else None
+        if ours:
+            default_system = json.loads(ours.group(1)) or None
+        elif found and "{{" not in found.group(1) and "+" not in found.group(1):
+            default_system = found.group(1)
     return "chatml", default_system
 
 

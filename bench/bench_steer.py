@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import checkers  # noqa: E402
+import report  # noqa: E402
 import steer  # noqa: E402
 import symbench  # noqa: E402
 from fixture_server import fixture_server  # noqa: E402
@@ -80,7 +81,7 @@ def run_codesteer(url: str, n: int, concurrency: int, answer_after_one_round: bo
     clients = steer.Clients(*(make_client(name, base_url=url, max_retries=0) for name in ("task", "steer", "helper")))
     samples = TASK.generate(n, complexity=1, seed=0)
     with tempfile.TemporaryDirectory() as out:
-        results = steer.ResultsFile(Path(out) / "results.jsonl")
+        results = report.ResultsFile(Path(out) / "results.jsonl")
         started = time.perf_counter()
         records = steer.run_all([(TASK, s) for s in samples], "codesteer", clients, steer.Settings(mode="finetuned"),
                                 results, concurrency, progress=False)

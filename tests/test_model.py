@@ -190,6 +190,7 @@ def test_sharded_export_loads_in_transformers_and_back(tmp_path):
     config = TINY_CONFIGS["gqa"]
     ours = random_model(config, seed=2)
     out = M.save_hf(ours, byte_tokenizer(), tmp_path / "sharded", max_shard_bytes=100_000)
+    assert M.load_tokenizer(out).default_system == "You are a test."  # ChatML default survives the export
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import report
 import steer
 import symbench
 from fixture_server import fixture_server
@@ -350,7 +351,7 @@ def test_a_complexity_sweep_summarises_each_level_and_plots_it(tmp_path):
 def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
     runs = {"A": {"game24": 0.5, "boxlift": 0.2, "pooling": 0.0, "letters": 0.9, "2048": 0.1},
             "B": {"game24": 0.25, "boxlift": 0.4, "pooling": 0.0, "letters": 0.3}}
-    norm = steer.normalized_averages(runs)
+    norm = report.normalized_averages(runs)
     # common tasks game24, boxlift, letters (pooling: 0/0, 2048: not in B); best 0.5, 0.4, 0.9
     assert norm["A"]["seen"] == pytest.approx(100 * (1 + 0.5) / 2)
     assert norm["B"]["seen"] == pytest.approx(100 * (0.5 + 1) / 2)
@@ -370,7 +371,7 @@ def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
 
 
 def test_results_file_drops_a_torn_line_and_keeps_the_rest(tmp_path):
-    results = steer.ResultsFile(tmp_path / "results.jsonl")
+    results = report.ResultsFile(tmp_path / "results.jsonl")
     results.append({"task": "game24", "id": "a", "method": "m", "complexity": 1})
     with open(results.path, "a") as file:
         file.write('{"task": "game24", "id": "b"')
@@ -437,7 +438,7 @@ def test_sweep_plots_degrade_to_a_message_without_matplotlib(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # makes `import matplotlib` raise ImportError
     summary = {"method": "m", "tasks": {"game24": {"by_complexity": {"1": {"score": 1.0, "n": 1},
                                                                      "2": {"score": 0.0, "n": 1}}}}}
-    assert steer.plot_sweeps(summary, tmp_path) == []
+    assert report.plot_sweeps(summary, tmp_path) == []
     assert "pip install matplotlib" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 

@@ -1,0 +1,204 @@
+"""What an evaluation run writes and how runs are summarised: the append-only results file (safe to
+kill at any moment), summary.json, the printed tables, the paper's normalised-average comparison
+across methods (spec A.6.6) and score-vs-complexity plots. Used by steer.py.
+"""
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import symbench
+
+def total_tokens(record: dict) -> int:
+    return sum(role["prompt_tokens"] + role["completion_tokens"] for role in record.get("tokens", {}).values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results file: append-only JSON lines, safe to kill at any moment
+
+class ResultsFile:
+    """OUT/results.jsonl. Each record is one line written with one write, flushed and fsynced under a lock, so a
+    crash leaves at most a torn last line, which `read` drops (and `repair` cuts off) on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def read(self, repair: bool = False) -> list[dict]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            print(f"{self.path}: dropping a torn last line ({len(data) - end} bytes) from an interrupted run",
+                  file=sys.stderr)
+            if repair:
+                with open(self.path, "r+b") as file:
+                    file.truncate(end)
+                    os.fsync(file.fileno())
+        records = []
+        for number, line in enumerate(data[:end].splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    print(f"{self.path}:{number}: skipping an unreadable line", file=sys.stderr)
+        return records
+
+    def append(self, record: dict):
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        with self._lock, open(self.path, "ab") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def rewrite(self, records: list[dict]):
+        """Replace the file atomically (used to drop errored records before retrying them)."""
+        temporary = self.path.with_suffix(".jsonl.tmp")
+        with self._lock, open(temporary, "wb") as file:
+            file.write(b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.path)
+
+
+def write_json_atomically(path: Path, payload):
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Summaries, the compare table (A.6.6) and sweep plots
+
+def summarize(method: str, records: list[dict]) -> dict:
+    """summary.json: per task the mean score, n, and per-sample means of tokens and seconds; averages over tasks."""
+    by_task: dict[str, list[dict]] = {}
+    for record in records:
+        by_task.setdefault(record["task"], []).append(record)
+    tasks = {}
+    for task_id in [t for t in symbench.TASK_IDS if t in by_task]:
+        group = by_task[task_id]
+        entry = dict(score=_mean(r["score"] for r in group), n=len(group),
+                     tokens=_mean(total_tokens(r) for r in group), seconds=_mean(r["seconds"] for r in group),
+                     solved=_mean(float(r["solved"]) for r in group), errors=sum(bool(r["error"]) for r in group))
+        levels = sorted({r["complexity"] for r in group if r["complexity"] is not None})
+        if len(levels) > 1:
+            entry["by_complexity"] = {str(level): dict(score=_mean(r["score"] for r in group
+                                                                   if r["complexity"] == level),
+                                                       n=sum(r["complexity"] == level for r in group))
+                                      for level in levels}
+        tasks[task_id] = entry
+    scores = {task_id: entry["score"] for task_id, entry in tasks.items()}
+    return dict(method=method, tasks=tasks, average=_mean(scores.values()),
+                seen_average=_mean(s for t, s in scores.items() if t in symbench.SEEN_TASK_IDS),
+                unseen_average=_mean(s for t, s in scores.items() if t in symbench.UNSEEN_TASK_IDS))
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_summary(summary: dict) -> str:
+    rows = [("task", "n", "score", "solved", "errors", "tokens/sample", "s/sample")]
+    for task_id, e in summary["tasks"].items():
+        rows.append((task_id, str(e["n"]), _percent(e["score"]), _percent(e["solved"]), str(e["errors"]),
+                     f"{e['tokens']:.0f}", f"{e['seconds']:.1f}"))
+        for level, by_level in e.get("by_complexity", {}).items():
+            rows.append((f"  complexity {level}", str(by_level["n"]), _percent(by_level["score"]), "", "", "", ""))
+    rows.append(("",) * 7)
+    for name in ("seen_average", "unseen_average", "average"):
+        rows.append((name.replace("_", " "), "", _percent(summary[name]), "", "", "", ""))
+    return f"method: {summary['method']} (scores x100)\n" + _table(rows)
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    def line(row):
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join(line(row).rstrip() for row in rows)
+
+
+def normalized_averages(scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """The paper's Ave. Norm. (A.6.6): per task, each method's score over the best method's score on that task,
+    averaged over the tasks of a group (seen, unseen, all) and multiplied by 100. `scores` is {method: {task: score}};
+    only tasks every method ran count, and a task on which every method scored 0 is left out (0/0)."""
+    common = set.intersection(*(set(s) for s in scores.values())) if scores else set()
+    best = {task: max(s[task] for s in scores.values()) for task in common}
+    counted = [task for task in symbench.TASK_IDS if task in common and best[task] > 0]
+    groups = {"seen": [t for t in counted if t in symbench.SEEN_TASK_IDS],
+              "unseen": [t for t in counted if t in symbench.UNSEEN_TASK_IDS], "all": counted}
+    return {method: {group: (100 * sum(s[t] / best[t] for t in tasks) / len(tasks) if tasks else None)
+                     for group, tasks in groups.items()}
+            for method, s in scores.items()}
+
+
+def compare(run_dirs: list[str]) -> str:
+    """The table printed by `steer.py compare`: raw scores per task and the Ave. Norm. rows."""
+    scores = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "summary.json"
+        if not path.is_file():
+            raise SystemExit(f"compare: {path} not found (run steer.py with --out {run_dir} first)")
+        summary = json.loads(path.read_text())
+        label = summary["method"] if summary["method"] not in scores else f"{summary['method']} ({run_dir})"
+        scores[label] = {task: entry["score"] for task, entry in summary["tasks"].items()}
+    norm = normalized_averages(scores)
+    common = [t for t in symbench.TASK_IDS if all(t in s for s in scores.values())]
+    methods = list(scores)
+    rows = [("task",) + tuple(methods)]
+    rows += [(task,) + tuple(_percent(scores[m][task]) for m in methods) for task in common]
+    rows.append(("",) * (len(methods) + 1))
+    for group in ("seen", "unseen", "all"):
+        rows.append((f"Ave. Norm. ({group})",) + tuple("-" if norm[m][group] is None else f"{norm[m][group]:.1f}"
+                                                      for m in methods))
+    for group, ids in (("seen", symbench.SEEN_TASK_IDS), ("unseen", symbench.UNSEEN_TASK_IDS),
+                       ("all", symbench.TASK_IDS)):
+        rows.append((f"Average raw ({group})",) + tuple(_percent(_mean(scores[m][t] for t in common if t in ids))
+                                                       for m in methods))
+    notes = []
+    skipped = sorted(set().union(*(set(s) for s in scores.values())) - set(common))
+    if skipped:
+        notes.append(f"not in every run, left out: {', '.join(skipped)}")
+    zeros = [t for t in common if max(scores[m][t] for m in methods) == 0]
+    if zeros:
+        notes.append(f"every method scored 0, left out of Ave. Norm.: {', '.join(zeros)}")
+    return "scores x100; Ave. Norm. = mean over tasks of score / best score on the task\n" + _table(rows) + \
+        "".join(f"\nnote: {n}" for n in notes)
+
+
+def plot_sweeps(summary: dict, out: Path) -> list[Path]:
+    """OUT/sweep_<task>.png: score against complexity for every task run at more than one level."""
+    sweeps = {t: e["by_complexity"] for t, e in summary["tasks"].items() if "by_complexity" in e}
+    if not sweeps:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed, so no sweep plots were drawn (pip install matplotlib); the numbers are in "
+              f"{out / 'summary.json'} under by_complexity", file=sys.stderr)
+        return []
+    paths = []
+    for task_id, by_level in sweeps.items():
+        levels = sorted(by_level, key=float)
+        figure, axes = plt.subplots(figsize=(5, 3.5))
+        x = [float(level) for level in levels]
+        axes.plot(x, [100 * by_level[level]["score"] for level in levels], "o-")
+        axes.set_xticks(x, levels)
+        axes.set(xlabel="complexity", ylabel="score (%)", ylim=(-5, 105),
+                 title=f"{task_id}: {summary['method']}")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        path = out / f"sweep_{task_id}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
