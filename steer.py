@@ -591,9 +591,10 @@ def evaluate(args) -> dict:
             clients, mode, _ = build_clients(args)   # the model loads on first use, so this costs nothing
         args.n = DEMO_N if args.n is None else args.n
         args.max_turns = DEMO_MAX_TURNS if args.max_turns is None else args.max_turns
-    for role, reason in fallbacks.items():
-        if reason:
-            print(f"NOTE: {role}: {reason}", file=sys.stderr)
+    else:  # some roles have a real model: name the ones that do not
+        for role, reason in fallbacks.items():
+            if reason:
+                print(f"NOTE: {role}: {reason}", file=sys.stderr)
     if args.n is None:
         args.n = 0 if args.data_dir is not None else 20    # 0: every original sample
     paper = args.variant == "paper"
