@@ -670,6 +670,16 @@ def store_column_major(model: nn.Module):
 # Writing HF checkpoints
 
 
+def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """The model's weights under HF Llama names, fused parameters split back (views, no copy)."""
+    state = {}
+    for ours, sources in checkpoint_names(model.config, _HF_NAMES).items():
+        weight = model.get_parameter(ours)
+        parts = weight.split(split_sizes(model.config, ours), dim=0) if len(sources) > 1 else [weight]
+        state.update(zip(sources, parts))
+    return state
+
+
 def save_hf(model: Transformer, tokenizer: "ChatTokenizer", out_dir, max_shard_bytes: int = 5 * 2**30):
     """Write config.json, safetensors (sharded with an index above max_shard_bytes),
     generation_config.json and the tokenizer files, so transformers and vLLM load the folder.
@@ -679,11 +689,7 @@ def save_hf(model: Transformer, tokenizer: "ChatTokenizer", out_dir, max_shard_b
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
     dtype = next(model.parameters()).dtype
-    state = {}
-    for ours, sources in checkpoint_names(config, _HF_NAMES).items():
-        weight = model.get_parameter(ours).detach().cpu().contiguous()
-        parts = weight.split(split_sizes(config, ours), dim=0) if len(sources) > 1 else [weight]
-        state.update({name: part.contiguous() for name, part in zip(sources, parts)})
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in hf_state_dict(model).items()}
 
     staging = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared

@@ -101,14 +101,8 @@ def main():
                 hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.config_to_hf(config, dtype)))
             torch.set_default_dtype(torch.float32)
             hf_model.eval()
-            names = M.checkpoint_names(config, M._HF_NAMES)
-            hf_params = dict(hf_model.named_parameters())
             with torch.no_grad():  # same weights in both
-                for ours_name, sources in names.items():
-                    weight = ours.get_parameter(ours_name)
-                    parts = weight.split(M.split_sizes(config, ours_name)) if len(sources) > 1 else [weight]
-                    for name, part in zip(sources, parts):
-                        hf_params[name].copy_(part)
+                hf_model.load_state_dict(M.hf_state_dict(ours))
         else:
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(path.parent), gguf_file=path.name, dtype=dtype).eval()
