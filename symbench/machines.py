@@ -245,7 +245,25 @@ def _machine_or_part_words(item: str, n: int) -> str:
     return f"{n} {kind}{'s' if n > 1 else ''} {item}"
 
 
-class StringSplitting(Task):
+class RoundRobinMachine(Task):
+    """What string_splitting and synthesis_decomposition share: the round-robin simulation as
+    the solver, and counts compared as integers in the corrected scorer. `paper_matches` is each
+    task's original comparison."""
+
+    def solve(self, sample: Sample) -> str:
+        return _round_robin_answer(sample.meta)
+
+    def paper_matches(self, answer: str, expected: list[int]) -> bool:
+        raise NotImplementedError
+
+    def score_answer(self, sample: Sample, answer: str, variant: str = "corrected") -> float:
+        expected = parse_counts(self.solve(sample), len(sample.meta["report"]))
+        if variant == "paper":
+            return float(self.paper_matches(answer, expected))
+        return float(parse_counts(answer, len(expected)) == expected)
+
+
+class StringSplitting(RoundRobinMachine):
     """Machines A, B, C are dismantled into parts X, Y, Z (and B + C assembled into A) by the
     original's five methods, visited round-robin, each run at most once per visit, until none
     can run; report the final A, B, C, X, Y, Z.
@@ -290,15 +308,9 @@ class StringSplitting(Task):
         return Sample(task=self.id, id="", question=question, answer=_round_robin_answer(meta),
                       complexity=level, meta=meta)
 
-    def solve(self, sample: Sample) -> str:
-        return _round_robin_answer(sample.meta)
-
-    def score_answer(self, sample: Sample, answer: str, variant: str = "corrected") -> float:
-        expected = parse_counts(self.solve(sample), len(sample.meta["report"]))
-        if variant == "paper":
-            squeezed = re.sub(r"[\[\]\"',\s]", "", answer)
-            return float(bool(squeezed) and squeezed == "".join(str(n) for n in expected))
-        return float(parse_counts(answer, len(expected)) == expected)
+    def paper_matches(self, answer: str, expected: list[int]) -> bool:
+        squeezed = re.sub(r"[\[\]\"',\s]", "", answer)
+        return bool(squeezed) and squeezed == "".join(str(n) for n in expected)
 
     def load_original(self, dataset_gather_dir) -> list[Sample]:
         def to_sample(question, solution):
@@ -348,7 +360,7 @@ def _crop_or_product_words(item: str, n: int) -> str:
     return f"{n} unit{'s' if n > 1 else ''} of {kind} {item}"
 
 
-class SynthesisDecomposition(Task):
+class SynthesisDecomposition(RoundRobinMachine):
     """A farmer trades crops A, B (C) for products X (Y) with the original's exchange methods,
     visited round-robin, each at most once per visit, until none applies; report the final
     counts: [A, B, X], [A, B, C, X] or [A, B, C, X, Y] depending on the method set.
@@ -404,14 +416,8 @@ class SynthesisDecomposition(Task):
         return Sample(task=self.id, id="", question=question, answer=_round_robin_answer(meta),
                       complexity=level, meta=meta)
 
-    def solve(self, sample: Sample) -> str:
-        return _round_robin_answer(sample.meta)
-
-    def score_answer(self, sample: Sample, answer: str, variant: str = "corrected") -> float:
-        expected = parse_counts(self.solve(sample), len(sample.meta["report"]))
-        if variant == "paper":
-            return float([part.strip() for part in answer.split(",")] == [str(n) for n in expected])
-        return float(parse_counts(answer, len(expected)) == expected)
+    def paper_matches(self, answer: str, expected: list[int]) -> bool:
+        return [part.strip() for part in answer.split(",")] == [str(n) for n in expected]
 
     def load_original(self, dataset_gather_dir) -> list[Sample]:
         def to_sample(question, solution):
