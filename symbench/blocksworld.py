@@ -16,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from symbench.core import Sample, Task
+from symbench.core import Sample, Task, sample_folders
 
 # (blocks, initial stacks, goal stacks): the original's 24 evaluated configurations, in its
 # order, then two harder ones of ours. A level is written as the three digits, e.g. 453.
@@ -216,13 +216,8 @@ class Blocksworld(Task):
         samples = []
         for configuration in ORIGINAL_CONFIGURATIONS:
             prefix = "_".join(map(str, configuration))
-            count = 0
-            while (root / f"{prefix}_{count}").is_dir():
-                count += 1
-            if count == 0:
-                raise FileNotFoundError(f"no {prefix}_0 folder under {root}")
-            for i in range(count):
-                path = root / f"{prefix}_{i}" / "blocksworld_task.txt"
+            for instance in sample_folders(root, f"{prefix}_"):
+                path = instance / "blocksworld_task.txt"
                 if not path.is_file():
                     raise FileNotFoundError(f"missing {path}")
                 initial, goal = parse_task_text(path.read_text(encoding="utf-8"))

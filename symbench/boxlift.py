@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from symbench.core import Sample, Task
+from symbench.core import Sample, Task, sample_folders
 
 # (boxes, lifters, min weight, max weight, min capacity, max capacity) per level; 1-4 are the
 # original's evaluated configurations (spec C.2), 5 is one step harder in the same pattern.
@@ -188,12 +188,8 @@ class BoxLift(Task):
         for level in range(1, ORIGINAL_LEVELS + 1):
             n_boxes, n_lifters = CONFIGURATIONS[level][:2]
             folder = root / f"BoxLift_{n_boxes}_{n_lifters}"
-            instances = []
-            while (folder / f"BoxLift{len(instances)}").is_dir():
-                instances.append(folder / f"BoxLift{len(instances)}" / "BoxLift.json")
-            if not instances:
-                raise FileNotFoundError(f"no BoxLift0 folder under {folder}")
-            for path in instances:
+            for instance in sample_folders(folder, "BoxLift"):
+                path = instance / "BoxLift.json"
                 if not path.is_file():
                     raise FileNotFoundError(f"missing {path}")
                 data = json.loads(path.read_text(encoding="utf-8"))

@@ -16,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from symbench.core import Sample, Task
+from symbench.core import Sample, Task, sample_folders
 
 COLOURS = ("blue", "red", "green", "purple", "orange")
 # (rows, columns) per level; the original evaluates 1x2, 2x2 and 2x4 (levels 1-3).
@@ -267,17 +267,12 @@ class BoxNet(Task):
         for level in ORIGINAL_LEVELS:
             rows, columns = GRIDS[level]
             folder = root / f"env_pg_state_{rows}_{columns}"
-            count = 0
-            while (folder / f"pg_state{count}").is_dir():
-                count += 1
-            if count == 0:
-                raise FileNotFoundError(f"no pg_state0 folder under {folder}")
-            for i in range(count):
-                path = folder / f"pg_state{i}" / f"pg_state{i}.json"
+            for instance in sample_folders(folder, "pg_state"):
+                path = instance / f"{instance.name}.json"
                 if not path.is_file():
                     raise FileNotFoundError(f"missing {path}")
                 grid = json.loads(path.read_text(encoding="utf-8"))
-                sample_id = f"{folder.name}_pg_state{i}"
+                sample_id = f"{folder.name}_{instance.name}"
                 samples.append(self._sample(grid, rows, columns, level, sample_id))
         return samples
 

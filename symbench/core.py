@@ -266,17 +266,17 @@ def numbers_close(a: float, b: float, rel: float = 1e-6, abs_tol: float = 1e-9) 
 
 # ---- the original files ---------------------------------------------------------------------
 
-def sample_folders(root: Path) -> list[Path]:
-    """sample_0, sample_1, ... under root, in numeric order, stopping at the first gap
-    (the original loader's rule)."""
+def sample_folders(root: Path, prefix: str = "sample_") -> list[Path]:
+    """<prefix>0, <prefix>1, ... under root, in numeric order, stopping at the first gap
+    (the original loaders' rule)."""
     folders = []
     for i in range(100_000):
-        folder = root / f"sample_{i}"
+        folder = root / f"{prefix}{i}"
         if not folder.is_dir():
             break
         folders.append(folder)
     if not folders:
-        raise FileNotFoundError(f"no sample_0 folder under {root}")
+        raise FileNotFoundError(f"no {prefix}0 folder under {root}")
     return folders
 
 
