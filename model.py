@@ -610,6 +610,10 @@ def checkpoint_tensors(path, model: Transformer | None = None):
     config = source.config if model is None else model.config
     if model is not None and config != source.config:
         raise ValueError(f"{source.where}: checkpoint config {source.config} does not match the model's {config}")
+    return _validated_tensors(source, config)
+
+
+def _validated_tensors(source, config: ModelConfig):
     expected = {src for sources in source.names.values() for src in sources}
     available = source.available()
     missing, unexpected = sorted(expected - available), sorted(available - expected)
@@ -641,13 +645,13 @@ def load_model(path, device=None, dtype=None) -> Transformer:
     dtype defaults to float32 on CPU and bfloat16 on CUDA."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    config = read_config(path)
+    source = _open_checkpoint(path)  # opened once: reading a GGUF's metadata takes ~2 s
     with torch.device("meta"):
-        model = Transformer(config)
+        model = Transformer(source.config)
     model = model.to_empty(device=device).to(dtype)
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, tensor in checkpoint_tensors(path, model):
+        for name, tensor in _validated_tensors(source, source.config):
             params[name].copy_(tensor)
     if device.type == "cpu":
         store_column_major(model)
