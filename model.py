@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -729,15 +730,10 @@ def save_hf(model: Transformer, tokenizer: "ChatTokenizer", out_dir, max_shard_b
         backup = out_dir.with_name(out_dir.name + ".old")
         os.replace(out_dir, backup)
         os.replace(staging, out_dir)
-        _remove_tree(backup)
+        shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(staging, out_dir)
     return out_dir
-
-
-def _remove_tree(path: Path):
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
