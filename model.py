@@ -10,6 +10,7 @@ SmolLM2-135M-Instruct (tied head, ChatML). This file imports no other project fi
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -542,12 +543,24 @@ class _HFSource:
         return self._open[path].get_tensor(name)
 
 
+def _gguf_reader(path: Path):
+    """A GGUFReader, shared by the model and tokenizer loaders: parsing the header costs ~2 s
+    and the tensors are memory-mapped, so one reader per file (and version of it) is enough."""
+    stat = Path(path).stat()
+    return _cached_gguf_reader(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_gguf_reader(path: str, mtime_ns: int, size: int):
+    from gguf import GGUFReader
+    return GGUFReader(path)
+
+
 class _GGUFSource:
     """Tensors of a GGUF file, dequantized to float32 on access."""
 
     def __init__(self, path: Path):
-        from gguf import GGUFReader
-        self.reader = GGUFReader(str(path))
+        self.reader = _gguf_reader(path)
         meta = {k: f.contents() for k, f in self.reader.fields.items()
                 if not k.startswith("tokenizer.ggml.")}
         if meta.get("general.architecture") != "llama":
@@ -890,9 +903,8 @@ def _chat_format_of(template: str | None, tokenizer) -> tuple[str, str | None]:
 
 
 def _tokenizer_from_gguf(path: Path):
-    from gguf import GGUFReader
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    fields = GGUFReader(str(path)).fields
+    fields = _gguf_reader(path).fields
     kind, pre = fields["tokenizer.ggml.model"].contents(), fields["tokenizer.ggml.pre"].contents()
     if kind != "gpt2" or pre not in ("smollm", "gpt2"):
         raise ValueError(f"{path}: unsupported GGUF tokenizer {kind}/{pre} (supported: gpt2/smollm)")

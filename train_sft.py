@@ -91,8 +91,12 @@ def init_distributed(device: str | None = None, single_process_group: bool = Fal
     return Distributed(rank, local_rank, world_size, target)
 
 
-def cleanup():
+def cleanup(finished: bool = True):
+    """Tear down the process group. After a normal finish, wait for every rank first: a rank that
+    destroys its gloo pairs while another still exports makes that one abort (seen under load)."""
     if dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -703,9 +707,12 @@ def train(args, make_task) -> dict:
     run = init_distributed(args.device, single_process_group=args.fsdp)
     out = Path(args.out)
     try:
-        return _train(args, make_task, run, out)
-    finally:
-        cleanup()
+        result = _train(args, make_task, run, out)
+    except BaseException:
+        cleanup(finished=False)  # no barrier: the other ranks may never get there
+        raise
+    cleanup()
+    return result
 
 
 def _train(args, make_task, run: Distributed, out: Path) -> dict:
