@@ -2,6 +2,7 @@
 
     python bench/bench_model.py                     # embedded SmolLM2-135M, fp32, CPU
     python bench/bench_model.py --llama8b           # Llama-3-8B-shaped random bf16 weights, CUDA
+    python bench/bench_model.py --matvec            # CPU: one row times each embedded weight shape
 
 Prefill = generate(max_new_tokens=1) on a prompt of --prompt-len tokens (the cache is built as in
 real use). Decode tokens/s = (N - 1) * batch / (time of N new tokens - time of 1). The 8B run also
@@ -64,6 +65,31 @@ def hbm_bandwidth() -> float:
     return 2 * x.numel() / seconds
 
 
+def matvec_table(config: M.ModelConfig, rows: int = 1):
+    """GB/s of weights read by `rows` rows times every weight shape of `config`, in fp32: F.linear
+    on nn.Linear's (out, in) layout, F.linear on the column-major layout load_model keeps on
+    CPU, and model.linear (split-K over the threads) on that layout. Each shape is repeated to
+    ~256 MB so caches do not help."""
+    H, KVH, D = config.n_heads, config.n_kv_heads, config.head_dim
+    shapes = {"wqkv": ((H + 2 * KVH) * D, config.dim), "wo": (config.dim, H * D),
+              "w13": (2 * config.intermediate_size, config.dim), "w2": (config.dim, config.intermediate_size),
+              "lm head": (config.vocab_size, config.dim)}
+    print(f"\n{rows} row(s) times a weight, GB/s of weights read, {torch.get_num_threads()} threads")
+    print(f"{'weight':<8} {'shape':>12} {'F.linear (out,in)':>18} {'F.linear col-major':>19} "
+          f"{'model.linear':>13} {'speed-up':>9}")
+    for name, (out_features, in_features) in shapes.items():
+        copies = max(1, 64_000_000 // (out_features * in_features))
+        weights = [torch.randn(out_features, in_features) for _ in range(copies)]
+        column_major = [w.t().contiguous().t() for w in weights]
+        x = torch.randn(rows, in_features)
+        gbytes = copies * out_features * in_features * 4 / 1e9
+        row_major_s = timed(lambda: [torch.nn.functional.linear(x, w) for w in weights], 5)
+        col_major_s = timed(lambda: [torch.nn.functional.linear(x, w) for w in column_major], 5)
+        split_k_s = timed(lambda: [M.linear(x, w) for w in column_major], 5)
+        print(f"{name:<8} {str((out_features, in_features)):>12} {gbytes / row_major_s:>18.1f} "
+              f"{gbytes / col_major_s:>19.1f} {gbytes / split_k_s:>13.1f} {row_major_s / split_k_s:>8.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama8b", action="store_true", help="Llama-3-8B shape, random bf16 weights, CUDA")
@@ -72,7 +98,14 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-hf", action="store_true", help="skip transformers")
+    parser.add_argument("--matvec", action="store_true",
+                        help="only time one row (and 8 rows) times each embedded weight shape on CPU")
     args = parser.parse_args()
+
+    if args.matvec:
+        for rows in (1, 8):
+            matvec_table(M.PRESETS["smollm2-135m"], rows)
+        return
 
     if args.llama8b:
         device, dtype = "cuda", torch.bfloat16

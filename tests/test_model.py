@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import byte_tokenizer
 
 import model as M
@@ -99,6 +100,24 @@ def test_cached_decoding_equals_full_forward():
                  for t in range(7, S)]
     cached = torch.cat([prefill] + steps, dim=1)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("rows", [1, 5, 32, 33])
+def test_split_k_linear_equals_f_linear(threads, rows):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(40, 96, generator=generator)
+    column_major = weight.t().contiguous().t()
+    x = torch.randn(2, rows, 96, generator=generator)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = M.linear(x[:1], column_major)  # one sequence: `rows` rows, split-K up to 32 of them
+        got_batched = M.linear(x, column_major)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(got, F.linear(x[:1], weight), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_batched, F.linear(x, weight), atol=1e-5, rtol=1e-5)
 
 
 def test_batched_generation_equals_one_by_one(embedded):
@@ -197,7 +216,10 @@ def test_sharded_export_loads_in_transformers_and_back(tmp_path):
     tokens = torch.randint(0, config.vocab_size, (1, 30))
     with torch.no_grad():
         assert (ours(tokens) - theirs(tokens).logits).abs().max().item() < 1e-4
-        assert torch.equal(M.load_model(out, device="cpu")(tokens), ours(tokens))
+        reloaded = M.load_model(out, device="cpu")
+        assert (reloaded(tokens) - ours(tokens)).abs().max().item() < 1e-4
+    for name, param in reloaded.named_parameters():
+        assert torch.equal(param, ours.get_parameter(name)), name
 
 
 def test_embedded_model_exports_and_reloads(embedded, tmp_path):
