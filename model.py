@@ -173,13 +173,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     below what all cores can stream from memory. So when `weight` is stored column-major (see
     `store_column_major`) and x has few rows, the input dimension is cut into one slice per
     thread and the slices go through one bmm, which spreads its batch over the threads; the
-    partial products are then summed. On the 2-core CPU this reads one-row products' weights
-    1.3-1.6x faster than F.linear on the same layout (`bench/bench_model.py --matvec`). Only
-    the summation order differs from F.linear."""
-    threads = torch.get_num_threads()
+    partial products are then summed. On the 2-core CPU a one-row product reads its weight
+    1.4-1.9x faster than F.linear on the same layout (`bench/bench_model.py --matvec`). Only
+    the summation order differs from F.linear. Under torch.compile (which cannot trace
+    get_num_threads) it is F.linear."""
+    eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    threads = torch.get_num_threads() if eager_cpu else 1
     rows = x.numel() // x.shape[-1]
-    if (x.device.type != "cpu" or threads == 1 or rows > _SPLIT_K_MAX_ROWS
-            or weight.stride(0) != 1 or weight.shape[1] % threads):
+    if threads == 1 or rows > _SPLIT_K_MAX_ROWS or weight.stride(0) != 1 or weight.shape[1] % threads:
         return F.linear(x, weight)
     out_features = weight.shape[0]
     slices = x.reshape(rows, threads, -1).transpose(0, 1)           # (threads, rows, in / threads)

@@ -82,12 +82,17 @@ def matvec_table(config: M.ModelConfig, rows: int = 1):
         weights = [torch.randn(out_features, in_features) for _ in range(copies)]
         column_major = [w.t().contiguous().t() for w in weights]
         x = torch.randn(rows, in_features)
-        gbytes = copies * out_features * in_features * 4 / 1e9
-        row_major_s = timed(lambda: [torch.nn.functional.linear(x, w) for w in weights], 5)
-        col_major_s = timed(lambda: [torch.nn.functional.linear(x, w) for w in column_major], 5)
-        split_k_s = timed(lambda: [M.linear(x, w) for w in column_major], 5)
-        print(f"{name:<8} {str((out_features, in_features)):>12} {gbytes / row_major_s:>18.1f} "
-              f"{gbytes / col_major_s:>19.1f} {gbytes / split_k_s:>13.1f} {row_major_s / split_k_s:>8.2f}x")
+        row_major, col_major, split_k = (read_rate(matmul, x, ws) for matmul, ws in (
+            (torch.nn.functional.linear, weights), (torch.nn.functional.linear, column_major),
+            (M.linear, column_major)))
+        print(f"{name:<8} {str((out_features, in_features)):>12} {row_major:>18.1f} "
+              f"{col_major:>19.1f} {split_k:>13.1f} {split_k / row_major:>8.2f}x")
+
+
+def read_rate(matmul, x, weights) -> float:
+    """GB/s of weights read by matmul(x, w) over all weights."""
+    seconds = timed(lambda: [matmul(x, w) for w in weights], 5)
+    return sum(w.numel() * w.element_size() for w in weights) / seconds / 1e9
 
 
 def main():

@@ -120,6 +120,16 @@ def test_split_k_linear_equals_f_linear(threads, rows):
     torch.testing.assert_close(got_batched, F.linear(x, weight), atol=1e-5, rtol=1e-5)
 
 
+def test_forward_traces_as_one_graph():
+    # torch.compile on CUDA (decode graphs, FSDP2 training) must not break at every linear.
+    model = random_model(TINY_CONFIGS["gqa"], seed=3)
+    M.store_column_major(model)  # the CPU layout, so linear's split-K branch is in play
+    tokens = torch.randint(0, model.config.vocab_size, (1, 5))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+
+
 def test_batched_generation_equals_one_by_one(embedded):
     model, tokenizer = embedded
     questions = ["Hi!", "Write a haiku about the sea and the wind at night.", "What is 7 times 8?"]
