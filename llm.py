@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -93,6 +94,9 @@ class LLMClient:
     """chat(messages, **overrides) -> Reply and client(messages) -> str, with usage totals.
 
     messages are OpenAI-style [{"role": "system"|"user"|"assistant", "content": str}, ...].
+    chat(..., on_text=f) also hands the reply's text to f in pieces that add up to Reply.text:
+    token by token from LocalClient, in one piece from the HTTP clients (a streamed HTTP reply
+    may be retried from the start, so its pieces are not passed on as they come).
     Subclasses set `self.model` (the name replies report) and implement `_complete`."""
 
     backend = "?"
@@ -106,7 +110,7 @@ class LLMClient:
         self._usage = Usage()
         self._usage_lock = threading.Lock()
 
-    def chat(self, messages: list[dict], **overrides) -> Reply:
+    def chat(self, messages: list[dict], on_text: Callable[[str], None] | None = None, **overrides) -> Reply:
         unknown = set(overrides) - set(SAMPLING_KEYS)
         if unknown:
             raise TypeError(f"unknown sampling parameters {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
@@ -114,7 +118,7 @@ class LLMClient:
         params.update({k: v for k, v in overrides.items() if v is not None})
         start = time.perf_counter()
         try:
-            text, prompt_tokens, completion_tokens, finish_reason = self._complete(messages, params)
+            text, prompt_tokens, completion_tokens, finish_reason = self._complete(messages, params, on_text)
         except Exception:
             self._record(Usage(failures=1, seconds=time.perf_counter() - start))
             raise
@@ -138,7 +142,7 @@ class LLMClient:
                                 u.completion_tokens + delta.completion_tokens, u.seconds + delta.seconds,
                                 u.retries + delta.retries, u.failures + delta.failures)
 
-    def _complete(self, messages, params) -> tuple[str, int, int, str]:
+    def _complete(self, messages, params, on_text) -> tuple[str, int, int, str]:
         raise NotImplementedError
 
     def __repr__(self):
@@ -254,6 +258,8 @@ def assemble_stream(response: requests.Response) -> dict:
         if data == "[DONE]":
             break
         chunk = json.loads(data)
+        if chunk.get("error"):  # a server that failed after the stream began
+            raise ValueError(f"the stream broke off with an error: {json.dumps(chunk['error'])[:300]}")
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
             pieces.append((choice.get("delta") or {}).get("content") or "")
@@ -309,13 +315,15 @@ class OpenAIClient(HTTPClient):
             body.update(stream=True, stream_options={"include_usage": True})
         return body
 
-    def _complete(self, messages, params):
+    def _complete(self, messages, params, on_text):
         data = self._post(self.request_body(messages, params), stream=self.stream)
         choices = data.get("choices") or []
         if not choices:
             raise self._fail(f"got a reply without choices: {json.dumps(data)[:300]}", 200)
         usage = data.get("usage") or {}  # servers that omit usage count as 0 tokens
         text = (choices[0].get("message") or {}).get("content") or ""
+        if on_text is not None:
+            on_text(text)
         return (text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
                 choices[0].get("finish_reason") or "stop")
 
@@ -348,9 +356,11 @@ class AnthropicClient(HTTPClient):
             body["stop_sequences"] = [params["stop"]] if isinstance(params["stop"], str) else list(params["stop"])
         return body
 
-    def _complete(self, messages, params):
+    def _complete(self, messages, params, on_text):
         data = self._post(self.request_body(messages, params))
         text = "".join(block.get("text", "") for block in data.get("content") or [] if block.get("type") == "text")
+        if on_text is not None:
+            on_text(text)
         usage = data.get("usage") or {}
         finish = self.FINISH_REASONS.get(data.get("stop_reason"), data.get("stop_reason") or "stop")
         return text, int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0), finish
@@ -382,11 +392,21 @@ def _load_resident(ckpt, device, dtype) -> _Resident:
         return _residents[key]
 
 
+def _stop_strings(stop) -> list[str]:
+    return [s for s in ([stop] if isinstance(stop, str) else list(stop or [])) if s]
+
+
 def cut_at_stop(text: str, stop) -> tuple[str, bool]:
     """Text up to the earliest of the stop strings, and whether one was found."""
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    cuts = [i for i in (text.find(s) for s in _stop_strings(stop)) if i >= 0]
     return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+def stop_prefix_length(text: str, stop) -> int:
+    """Length of the longest end of `text` that could still grow into a stop string: streamed
+    text holds it back until the next tokens settle it. Being the longest, it holds the start
+    of any stop string that later text completes, so the text before it is final."""
+    return max((k for s in _stop_strings(stop) for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
 class LocalClient(LLMClient):
@@ -399,8 +419,8 @@ class LocalClient(LLMClient):
 
     Context: max_tokens is reduced to what fits after the prompt (the reply then ends with
     finish_reason "length"); a prompt that leaves no room at all raises ContextLengthError.
-    `stop` strings are applied to the decoded text after generation. temperature 0 is greedy;
-    top_k None or 0 means no top-k filter."""
+    `stop` strings are watched for in the text as it is decoded, and generation ends at the
+    first. temperature 0 is greedy; top_k None or 0 means no top-k filter."""
 
     backend = "local"
 
@@ -432,7 +452,7 @@ class LocalClient(LLMClient):
         """Rendered prompt; ValueError for a conversation the chat template rejects."""
         return self.tokenizer.render_prompt(messages)
 
-    def _complete(self, messages, params):
+    def _complete(self, messages, params, on_text):
         resident = self.resident()
         ids = self.prompt_ids(messages)
         room = self.context_length - len(ids)
@@ -440,18 +460,45 @@ class LocalClient(LLMClient):
             raise ContextLengthError(f"prompt of {len(ids)} tokens leaves no room in {self.model}'s context "
                                      f"of {self.context_length} tokens", model=self.model)
         budget = min(int(params["max_tokens"]), room)
+        reply = _StreamedReply(resident.tokenizer, params["stop"], on_text)
         with resident.lock:
             new = M.generate(resident.transformer, [ids], budget, temperature=float(params["temperature"]),
                              top_p=float(params["top_p"]), top_k=int(params["top_k"] or 0),
-                             stop_ids=resident.tokenizer.stop_ids, seed=params["seed"])[0]
+                             stop_ids=resident.tokenizer.stop_ids, seed=params["seed"], on_step=reply.step)[0]
+        text = reply.finish()
         # generate drops the stop token, so a full budget means no stop token came.
-        finish_reason = "length" if len(new) == budget else "stop"
-        text, stopped = cut_at_stop(resident.tokenizer.decode(new), params["stop"])
-        return text, len(ids), len(new), "stop" if stopped else finish_reason
+        finish_reason = "stop" if reply.stopped or len(new) < budget else "length"
+        return text, len(ids), len(new), finish_reason
 
 
-# ------------------------------------------------------------------------------------------
-# Choosing a backend
+class _StreamedReply:
+    """The text of one generation as its tokens arrive: cut at the first stop string (which
+    ends the generation), and passed on to `on_text` as far as it is settled."""
+
+    def __init__(self, tokenizer: M.ChatTokenizer, stop, on_text: Callable[[str], None] | None):
+        self.decoder = M.TextStream(tokenizer)
+        self.stop, self.on_text = stop, on_text
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def step(self, tokens: list[int]) -> bool:
+        if tokens[0] >= 0:  # -1: the row hit a stop id and generate is about to end
+            self._extend(self.decoder.add(tokens[0]), final=False)
+        return self.stopped
+
+    def finish(self) -> str:
+        if not self.stopped:
+            self._extend(self.decoder.finish(), final=True)
+        return self.text[:self.sent]
+
+    def _extend(self, piece: str, final: bool):
+        self.text += piece
+        settled, self.stopped = cut_at_stop(self.text, self.stop)
+        if not (self.stopped or final):
+            settled = settled[:len(settled) - stop_prefix_length(settled, self.stop)]
+        if len(settled) > self.sent:  # settled text only grows: see stop_prefix_length
+            if self.on_text is not None:
+                self.on_text(settled[self.sent:])
+            self.sent = len(settled)
 
 
 def make_client(model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,

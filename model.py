@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -370,9 +371,13 @@ def sample_next(logits, temperature: float, top_p: float, top_k: int, generator)
 def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
              stop_ids=(), seed: int | None = None, cuda_graph: bool = False,
-             compile: bool = False) -> list[list[int]]:
+             compile: bool = False, on_step: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
     """Continue each prompt by up to max_new_tokens; return only the new tokens of each row,
     cut before its first stop id.
+
+    on_step, if given, is called after every step with each row's new token (-1 for a row that
+    has stopped) and ends the generation there by returning True: for streaming, and for stop
+    strings that only the decoded text can show.
 
     Prompts of different lengths are left-padded into one batch: every row writes the same
     cache slot at each step, padding slots are masked out, and RoPE positions count from each
@@ -430,6 +435,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         next_token = sample_next(logits, temperature, top_p, top_k, generator)
         finished = finished | torch.isin(next_token, stop)
         new_tokens.append(torch.where(finished, -1, next_token))
+        if on_step is not None and on_step(new_tokens[-1].tolist()):
+            break
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         slot = P + step
@@ -928,6 +935,38 @@ class ChatTokenizer:
         (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
+class TextStream:
+    """The text of a growing reply, handed out in pieces as its tokens arrive.
+
+    Each piece is the decoded text of a short window of recent tokens minus the window's text
+    before the newest one, so a token costs a few tokens' decoding, not the whole reply's. A
+    piece never ends inside a character: while the last bytes decode to U+FFFD (an unfinished
+    multi-byte character) nothing is handed out."""
+
+    def __init__(self, tokenizer: "ChatTokenizer"):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.start = 0   # the window's first token
+        self.shown = 0   # tokens whose text has been handed out
+
+    def add(self, token: int) -> str:
+        """Append one token; return the text it completes (maybe "")."""
+        self.ids.append(token)
+        return self._advance(final=False)
+
+    def finish(self) -> str:
+        """Whatever is still held back, unfinished characters included."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
+        before = self.tokenizer.decode(self.ids[self.start:self.shown])
+        after = self.tokenizer.decode(self.ids[self.start:])
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return ""
+        self.start, self.shown = self.shown, len(self.ids)
+        return after[len(before):]
+
+
 def _chat_format_of(template: str | None, tokenizer) -> tuple[str, str | None]:
     """Which chat format a checkpoint uses, and ChatML's default system message if it has one."""
     if (template and "<|start_header_id|>" in template) or tokenizer.token_to_id("<|eot_id|>") is not None:
@@ -1060,20 +1099,25 @@ def main(argv=None):
     model, tokenizer = load_model(path, device=args.device), load_tokenizer(path)
     messages = [{"role": "system", "content": args.system}] if args.system else []
 
-    def reply(text: str) -> str:
+    def reply(text: str):
+        """Answer `text`, printing the answer as it is generated."""
         messages.append({"role": "user", "content": text})
         ids = tokenizer.render_prompt(messages)
         budget = min(args.max_new_tokens, model.config.max_seq_len - len(ids))
-        out = generate(model, [ids], budget, temperature=args.temperature, top_p=args.top_p,
-                       stop_ids=tokenizer.stop_ids, seed=args.seed)[0]
-        answer = tokenizer.decode(out)
-        messages.append({"role": "assistant", "content": answer})
-        return answer
+        stream = TextStream(tokenizer)
+
+        def show(tokens):
+            if tokens[0] >= 0:
+                print(stream.add(tokens[0]), end="", flush=True)
+        generate(model, [ids], budget, temperature=args.temperature, top_p=args.top_p,
+                 stop_ids=tokenizer.stop_ids, seed=args.seed, on_step=show)
+        print(stream.finish())
+        messages.append({"role": "assistant", "content": tokenizer.decode(stream.ids)})
 
     if args.prompt is not None:
         if not args.prompt.strip():
             parser.error("--prompt is empty")
-        print(reply(args.prompt))
+        reply(args.prompt)
         return
     print(f"Chatting with {path} (empty line or Ctrl-D to quit)", file=sys.stderr)
     while True:
@@ -1083,7 +1127,7 @@ def main(argv=None):
             break
         if not text:
             break
-        print(reply(text))
+        reply(text)
 
 
 if __name__ == "__main__":

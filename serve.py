@@ -19,13 +19,13 @@ Fields a request omits take the server's defaults (--temperature etc.; greedy by
 Bad requests (no messages, unknown roles, roles out of order, a prompt longer than the context)
 get HTTP 400 with an OpenAI-style error body; unknown paths 404.
 
-One model is resident and generation is serialised (LocalClient's lock). Streaming is
-pseudo-streaming: model.generate has no per-token callback, so the reply is generated first and
-then sent as server-sent events in word-sized pieces, ending with `data: [DONE]`.
+One model is resident and generation is serialised (LocalClient's lock). A streamed reply is
+sent as server-sent events while it is generated, a piece per token (less where a token ends
+inside a character or may start a stop string), ending with `data: [DONE]`. Its headers go out
+with the first piece, so a request that fails before any text still gets a plain error status.
 """
 import argparse
 import json
-import re
 import sys
 import threading
 import time
@@ -107,9 +107,40 @@ def parse_chat_request(body) -> tuple[list[dict], dict, bool, bool]:
     return clean, {k: v for k, v in overrides.items() if v is not None}, stream, include_usage
 
 
-def stream_pieces(text: str) -> list[str]:
-    """Word-sized pieces whose concatenation is exactly `text`."""
-    return re.findall(r"\s*\S+|\s+", text)
+class _EventStream:
+    """The server-sent events of one streamed completion, written as the text comes."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, head: dict):
+        self.handler = handler
+        self.chunk = {**head, "object": "chat.completion.chunk"}
+        self.started = False
+
+    def __call__(self, piece: str):
+        self.send_delta({"content": piece})
+
+    def send_delta(self, delta: dict, finish_reason: str | None = None):
+        self.send({**self.chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+    def send(self, event: dict):
+        if not self.started:
+            self.started = True
+            handler = self.handler
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream")
+            handler.send_header("Cache-Control", "no-cache")
+            handler.send_header("Connection", "close")  # no Content-Length: the end of the stream ends the body
+            handler.end_headers()
+            handler.close_connection = True
+            self.send_delta({"role": "assistant", "content": ""})
+        self.handler.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.handler.wfile.flush()
+
+    def close(self, finish_reason: str, usage: dict | None):
+        self.send_delta({}, finish_reason)
+        if usage is not None:
+            self.send({**self.chunk, "choices": [], "usage": usage})
+        self.handler.wfile.write(b"data: [DONE]\n\n")
+        self.handler.wfile.flush()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,41 +178,36 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._send_error(404, f"unknown path {self.path}", "not_found_error")
         server = self.server.chat_server
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": server.model_name}
+        events = None
         try:
             messages, overrides, stream, include_usage = parse_chat_request(json.loads(raw or b"null"))
-            reply = server.client.chat(messages, **overrides)
-        except ContextLengthError as e:
-            return self._send_error(400, str(e), "invalid_request_error", "messages", "context_length_exceeded")
-        except BadRequest as e:
-            return self._send_error(400, str(e), "invalid_request_error", e.param, e.code)
-        except ValueError as e:  # invalid JSON, or a conversation the chat template rejects
-            return self._send_error(400, str(e), "invalid_request_error")
+            events = _EventStream(self, head) if stream else None
+            reply = server.client.chat(messages, on_text=events, **overrides)
+        except ConnectionError:
+            raise  # the client hung up mid-stream; raising out of generate stopped it
         except Exception as e:
-            return self._send_error(500, f"{type(e).__name__}: {e}", "server_error")
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+            if events is not None and events.started:  # too late for a status: end the stream with the error
+                events.send({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
+                return
+            return self._send_exception(e)
         usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                  "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-        head = {"id": completion_id, "created": int(time.time()), "model": server.model_name}
-        if not stream:
-            return self._send_json(200, {**head, "object": "chat.completion", "usage": usage, "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": reply.text},
-                 "finish_reason": reply.finish_reason}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")  # no Content-Length: the end of the stream ends the body
-        self.end_headers()
-        self.close_connection = True
-        chunk = {**head, "object": "chat.completion.chunk"}
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in stream_pieces(reply.text)]
-        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
-        events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
-        if include_usage:
-            events.append({**chunk, "choices": [], "usage": usage})
-        for event in events:
-            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+        if events is not None:
+            return events.close(reply.finish_reason, usage if include_usage else None)
+        self._send_json(200, {**head, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": reply.text},
+             "finish_reason": reply.finish_reason}]})
+
+    def _send_exception(self, e: Exception):
+        if isinstance(e, ContextLengthError):
+            self._send_error(400, str(e), "invalid_request_error", "messages", "context_length_exceeded")
+        elif isinstance(e, BadRequest):
+            self._send_error(400, str(e), "invalid_request_error", e.param, e.code)
+        elif isinstance(e, ValueError):  # invalid JSON, or a conversation the chat template rejects
+            self._send_error(400, str(e), "invalid_request_error")
+        else:
+            self._send_error(500, f"{type(e).__name__}: {e}", "server_error")
 
 
 class _Server(ThreadingHTTPServer):

@@ -228,3 +228,26 @@ def test_local_client_stop_strings_and_seeded_sampling(tiny_client):
     cut = greedy[len(greedy) // 2:len(greedy) // 2 + 1]
     stopped = tiny_client.chat(messages, max_tokens=20, stop=[cut])
     assert stopped.text == greedy[:greedy.index(cut)] and stopped.finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_local_client_streams_pieces_and_ends_generation_at_a_stop_string(embedded):
+    transformer, tokenizer = embedded
+    client = llm.LocalClient(transformer=transformer, tokenizer=tokenizer, max_tokens=20)
+    pieces = []
+    full = client.chat(QUESTION, on_text=pieces.append)
+    assert "".join(pieces) == full.text and len(pieces) > 10  # token by token, not in one block
+    boundary = len("".join(pieces[:6]))
+    stop = full.text[boundary - 1:boundary + 2]  # begins in one streamed piece, ends in the next
+    assert full.text.index(stop) == boundary - 1
+    pieces = []
+    stopped = client.chat(QUESTION, stop=[stop, "never"], on_text=pieces.append)
+    # Nothing of the stop string was sent before it was complete, and generation ended there.
+    assert "".join(pieces) == stopped.text == full.text[:full.text.index(stop)]
+    assert stopped.finish_reason == "stop" and stopped.completion_tokens < full.completion_tokens
+
+
+def test_stop_prefix_length():
+    assert llm.stop_prefix_length("answer: 4\n\nAns", ["Answer:", "\n\nAnswer"]) == 5
+    assert llm.stop_prefix_length("answer", "xyz") == 0
+    assert llm.stop_prefix_length("ab", ["b", "abc"]) == 2  # a whole one-char stop is not a prefix

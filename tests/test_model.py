@@ -158,6 +158,36 @@ ASCII_SAMPLES = [
 ]
 
 
+def test_on_step_sees_every_step_and_can_end_generation(embedded):
+    model, tokenizer = embedded
+    prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in ("Hi!", "What is 7 times 8?")]
+    full = M.generate(model, prompts, 6)
+    steps = []
+    assert M.generate(model, prompts, 6, on_step=lambda tokens: steps.append(tokens)) == full
+    assert [list(row) for row in zip(*steps)] == full
+    calls = []
+
+    def end_at_third(tokens):
+        calls.append(tokens)
+        return len(calls) == 3
+    assert M.generate(model, prompts, 6, on_step=end_at_third) == [row[:3] for row in full]
+    first = full[0][0]
+    seen = []
+    M.generate(model, prompts, 3, stop_ids=[first], on_step=seen.append)
+    assert seen[0][0] == -1  # a stopped row is reported as -1
+
+
+@pytest.mark.parametrize("text", ["Grüße aus Köln, 東京 und 🦙🦙 — ok?", "def f(x):\n    return x ** 2  # ✓\n"])
+def test_text_stream_pieces_add_up_and_never_split_a_character(embedded, text):
+    _, tokenizer = embedded
+    ids = tokenizer.encode(text)
+    stream = M.TextStream(tokenizer)
+    pieces = [stream.add(token) for token in ids] + [stream.finish()]
+    assert "".join(pieces) == tokenizer.decode(ids) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert sum(1 for piece in pieces if piece) > len(text.split()) // 2  # handed out as it comes
+
+
 def test_tokenizer_ids_equal_transformers(embedded, hf_embedded):
     _, ours = embedded
     _, theirs = hf_embedded

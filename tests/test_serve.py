@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,24 @@ def test_stream_wire_format(served):
     assert chunks[-1]["usage"]["completion_tokens"] == expected.completion_tokens
 
 
+def test_stream_is_sent_while_generating_and_a_hang_up_ends_generation(served):
+    server, _ = served
+    failures = server.client.usage.failures
+    long_reply = [{"role": "user", "content": "List every country in the world with its capital."}]
+    body = {"messages": long_reply, "max_tokens": 2000, "stream": True}  # runs past 600 tokens
+    with requests.post(f"{server.url}/chat/completions", json=body, stream=True, timeout=60) as response:
+        lines = response.iter_lines(decode_unicode=True)
+        first = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+        assert first["choices"][0]["delta"]["role"] == "assistant"
+    # The client hung up after the first event: the server's next writes fail and generation
+    # ends with that error, recorded as a failed call (a reply generated before sending would
+    # be a successful call, its writes failing only afterwards).
+    deadline = time.monotonic() + 60
+    while server.client.usage.failures == failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.client.usage.failures == failures + 1
+
+
 def test_max_tokens_and_stop_are_honoured(served):
     server, expected = served
     client = llm.OpenAIClient("smollm2-test", base_url=server.url)
@@ -117,6 +136,31 @@ def test_unknown_paths_get_404(served):
     assert requests.get(f"{server.url}/nothing", timeout=10).status_code == 404
     response = requests.post(f"{server.url}/completions", json={"prompt": "x"}, timeout=10)
     assert response.status_code == 404 and "error" in response.json()
+
+
+class FailingClient:
+    """Sends some text, then fails, as a model that breaks mid-generation would."""
+    model = "failing"
+
+    def chat(self, messages, on_text=None, **overrides):
+        if on_text is not None:
+            on_text("partial ")
+        raise RuntimeError("the accelerator fell over")
+
+
+def test_a_failure_mid_stream_ends_the_stream_with_an_error():
+    with ChatServer(FailingClient(), port=0) as server:
+        response = requests.post(f"{server.url}/chat/completions", timeout=10,
+                                 json={"messages": MESSAGES, "stream": True})
+        assert response.status_code == 200  # the headers went out with the first piece
+        events = [json.loads(e[len("data: "):]) for e in response.text.split("\n\n") if e]
+        assert events[1]["choices"][0]["delta"]["content"] == "partial "
+        assert "fell over" in events[-1]["error"]["message"]
+        client = llm.OpenAIClient("failing", base_url=server.url, stream=True, max_retries=0)
+        with pytest.raises(llm.LLMError, match="fell over"):
+            client.chat(MESSAGES)
+        response = requests.post(f"{server.url}/chat/completions", json={"messages": MESSAGES}, timeout=10)
+        assert response.status_code == 500 and "fell over" in response.json()["error"]["message"]
 
 
 def test_help():
