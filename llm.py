@@ -501,6 +501,10 @@ class _StreamedReply:
             self.sent = len(settled)
 
 
+# ------------------------------------------------------------------------------------------
+# Choosing a backend
+
+
 def make_client(model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                 ckpt=None, **options) -> LLMClient:
     """The client for a model name, endpoint or checkpoint. The first rule that applies wins:
