@@ -371,13 +371,15 @@ def sample_next(logits, temperature: float, top_p: float, top_k: int, generator)
 def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
              stop_ids=(), seed: int | None = None, cuda_graph: bool = False,
-             compile: bool = False, on_step: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+             compile: bool = False, on_step: Callable[[list[int]], bool | list[bool]] | None = None
+             ) -> list[list[int]]:
     """Continue each prompt by up to max_new_tokens; return only the new tokens of each row,
     cut before its first stop id.
 
     on_step, if given, is called after every step with each row's new token (-1 for a row that
-    has stopped) and ends the generation there by returning True: for streaming, and for stop
-    strings that only the decoded text can show.
+    has stopped). It returns True to end the generation there, or one bool per row to end just
+    those rows (each keeps the token just reported): for streaming, for stop strings that only
+    the decoded text can show, and for rows with smaller budgets than the batch's.
 
     Prompts of different lengths are left-padded into one batch: every row writes the same
     cache slot at each step, padding slots are masked out, and RoPE positions count from each
@@ -435,8 +437,12 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         next_token = sample_next(logits, temperature, top_p, top_k, generator)
         finished = finished | torch.isin(next_token, stop)
         new_tokens.append(torch.where(finished, -1, next_token))
-        if on_step is not None and on_step(new_tokens[-1].tolist()):
-            break
+        if on_step is not None:
+            ended = on_step(new_tokens[-1].tolist())
+            if ended is True:
+                break
+            if ended:
+                finished = finished | torch.tensor(ended, device=device)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         slot = P + step

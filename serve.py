@@ -19,10 +19,11 @@ Fields a request omits take the server's defaults (--temperature etc.; greedy by
 Bad requests (no messages, unknown roles, roles out of order, a prompt longer than the context)
 get HTTP 400 with an OpenAI-style error body; unknown paths 404.
 
-One model is resident and generation is serialised (LocalClient's lock). A streamed reply is
-sent as server-sent events while it is generated, a piece per token (less where a token ends
-inside a character or may start a stop string), ending with `data: [DONE]`. Its headers go out
-with the first piece, so a request that fails before any text still gets a plain error status.
+One model is resident; requests that arrive together are generated as one batch (LocalClient's
+batching). A streamed reply is sent as server-sent events while it is generated, a piece per
+token (less where a token ends inside a character or may start a stop string), ending with
+`data: [DONE]`. Its headers go out with the first piece, so a request that fails before any
+text still gets a plain error status.
 """
 import argparse
 import json

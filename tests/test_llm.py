@@ -4,6 +4,7 @@ import dataclasses
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -251,3 +252,38 @@ def test_stop_prefix_length():
     assert llm.stop_prefix_length("answer: 4\n\nAns", ["Answer:", "\n\nAnswer"]) == 5
     assert llm.stop_prefix_length("answer", "xyz") == 0
     assert llm.stop_prefix_length("ab", ["b", "abc"]) == 2  # a whole one-char stop is not a prefix
+
+
+@pytest.mark.slow
+def test_concurrent_local_chats_go_as_one_batch_and_keep_their_own_limits(embedded):
+    transformer, tokenizer = embedded
+    client = llm.LocalClient(transformer=transformer, tokenizer=tokenizer, max_tokens=12)
+    questions = [[{"role": "user", "content": q}] for q in
+                 ("Hi!", "What is 7 times 8?", "Name a color.", "Write a haiku about the sea.", "Say yes.")]
+    budgets = [12, 5, 12, 9, 12]
+    alone = [client.chat(q, max_tokens=b) for q, b in zip(questions, budgets)]
+    stop = alone[2].text[3:6]  # a stop string for the third chat only
+
+    def hang_up(piece):
+        raise ConnectionError("client went away")
+    calls = [dict(max_tokens=b) for b in budgets]
+    calls[2]["stop"] = stop
+    calls[4]["on_text"] = hang_up
+
+    # Hold the model on a first chat until all five others are queued, so they form one batch.
+    release, resident = threading.Event(), client.resident()
+    with ThreadPoolExecutor(6) as pool:
+        blocker = pool.submit(client.chat, QUESTION, max_tokens=2, on_text=lambda piece: release.wait())
+        futures = [pool.submit(client.chat, q, **kw) for q, kw in zip(questions, calls)]
+        while len(resident._pending) < 5:
+            time.sleep(0.01)
+        batches = resident.batches
+        release.set()
+        blocker.result()
+        results = [f.exception() or f.result() for f in futures]
+    assert resident.batches == batches + 1
+    for i in (0, 1, 3):  # as alone, budgets included
+        assert (results[i].text, results[i].completion_tokens, results[i].finish_reason) == \
+            (alone[i].text, alone[i].completion_tokens, alone[i].finish_reason)
+    assert results[2].text == alone[2].text[:alone[2].text.index(stop)] and results[2].finish_reason == "stop"
+    assert isinstance(results[4], ConnectionError)  # only the chat whose reader failed
