@@ -383,7 +383,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
 
     Prompts of different lengths are left-padded into one batch: every row writes the same
     cache slot at each step, padding slots are masked out, and RoPE positions count from each
-    row's first real token, so a row's result does not depend on its batch-mates.
+    row's first real token, so a row's result does not depend on its batch-mates. Rows leave
+    the batch as they finish.
 
     On CUDA, cuda_graph=True replays each decode step as one captured CUDA graph (at batch 1
     the step is otherwise bound by kernel-launch overhead) and compile=True fuses its kernels
@@ -431,20 +432,32 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     if captured:
         decode_step = _captured_decode_step(model, cache, B, S, compile)
     stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=device)
+    new_tokens = [[] for _ in prompts]
+    live = list(range(B))  # the prompt of each row still in the batch
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    new_tokens = []
     for step in range(max_new_tokens):
         next_token = sample_next(logits, temperature, top_p, top_k, generator)
         finished = finished | torch.isin(next_token, stop)
-        new_tokens.append(torch.where(finished, -1, next_token))
+        reported = [-1] * B
+        for prompt, token, done in zip(live, next_token.tolist(), finished.tolist()):
+            if not done:
+                reported[prompt] = token
+                new_tokens[prompt].append(token)
         if on_step is not None:
-            ended = on_step(new_tokens[-1].tolist())
+            ended = on_step(reported)
             if ended is True:
                 break
             if ended:
-                finished = finished | torch.tensor(ended, device=device)
+                finished = finished | torch.tensor([ended[prompt] for prompt in live], device=device)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
+        if bool(finished.any()) and not captured:
+            # Drop the finished rows, so the batch costs what its live rows need. (A captured
+            # graph has a fixed batch: its finished rows run on, reported as -1.)
+            keep = (~finished).nonzero().squeeze(1)
+            cache.k, cache.v = cache.k.index_select(1, keep), cache.v.index_select(1, keep)
+            next_token, pad, real_slot, finished = next_token[keep], pad[keep], real_slot[keep], finished[keep]
+            live = [live[i] for i in keep.tolist()]
         slot = P + step
         if captured:  # static shapes: every slot, the future ones masked
             mask = (real_slot & (slot_ids <= slot))[:, None, None, :]    # (B, 1, 1, S)
@@ -452,8 +465,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
             mask = real_slot[:, None, None, :slot + 1]                   # (B, 1, 1, slot + 1)
         positions = (slot - pad)[:, None]
         logits = decode_step(next_token[:, None], cache, slot_ids[slot:slot + 1], positions, mask)[:, -1]
-    rows = torch.stack(new_tokens, dim=1).tolist()
-    return [[t for t in row if t >= 0] for row in rows]
+    return new_tokens
 
 
 def _captured_decode_step(model, cache, B: int, S: int, compile: bool):

@@ -177,6 +177,23 @@ def test_on_step_sees_every_step_and_can_end_generation(embedded):
     assert seen[0][0] == -1  # a stopped row is reported as -1
 
 
+def test_rows_that_finish_leave_the_batch_and_the_others_go_on_unchanged(embedded):
+    model, tokenizer = embedded
+    questions = ["Hi!", "What is 7 times 8?", "Name a color.", "Write a haiku about the sea."]
+    prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in questions]
+    single = [M.generate(model, [p], 10)[0] for p in prompts]
+    stop_first = single[0][0]  # row 0 stops at once, at its first token
+    assert all(stop_first not in row for row in single[1:])
+    steps = []
+
+    def end_row_2_early(tokens):
+        steps.append(tokens)
+        return [False, False, len(steps) == 3, False]
+    batched = M.generate(model, prompts, 10, stop_ids=[stop_first], on_step=end_row_2_early)
+    assert batched == [[], single[1], single[2][:3], single[3]]
+    assert all(step[0] == -1 for step in steps) and all(step[2] == -1 for step in steps[3:])
+
+
 @pytest.mark.parametrize("text", ["Grüße aus Köln, 東京 und 🦙🦙 — ok?", "def f(x):\n    return x ** 2  # ✓\n"])
 def test_text_stream_pieces_add_up_and_never_split_a_character(embedded, text):
     _, tokenizer = embedded
