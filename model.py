@@ -243,7 +243,7 @@ class Attention(nn.Module):
             S = mask.shape[-1]
             grouped = q.reshape(B, KVH, (H // KVH) * T, D)
             y = F.scaled_dot_product_attention(grouped, k_cache[:, :, :S], v_cache[:, :, :S], attn_mask=mask)
-            y = y.view(B, H, T, D)
+            y = y.reshape(B, H, T, D)  # a copy where the CUDA kernels return another layout
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
 

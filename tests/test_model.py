@@ -194,6 +194,28 @@ def test_rows_that_finish_leave_the_batch_and_the_others_go_on_unchanged(embedde
     assert all(step[0] == -1 for step in steps) and all(step[2] == -1 for step in steps[3:])
 
 
+def ends_row_0_at_step(step):
+    """An on_step that ends row 0 at `step` (1-based) and leaves the other rows alone."""
+    seen = []
+
+    def on_step(tokens):
+        seen.append(tokens)
+        return [len(seen) == step] + [False] * (len(tokens) - 1)
+    return on_step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("flags", [{}, {"cuda_graph": True}])
+def test_cuda_generation_with_stops_and_ended_rows_matches_cpu(flags):
+    model = random_model(TINY_CONFIGS["gqa"], seed=4)
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
+    free = M.generate(model, prompts, 8)
+    stop = [free[1][2]]  # row 1 stops at its third token
+    cpu = M.generate(model, prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4))
+    on_gpu = M.generate(model.cuda(), prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4), **flags)
+    assert on_gpu == cpu and cpu[1] == free[1][:2] and len(cpu[0]) == 4
+
+
 @pytest.mark.parametrize("text", ["Grüße aus Köln, 東京 und 🦙🦙 — ok?", "def f(x):\n    return x ** 2  # ✓\n"])
 def test_text_stream_pieces_add_up_and_never_split_a_character(embedded, text):
     _, tokenizer = embedded
