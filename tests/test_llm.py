@@ -270,15 +270,23 @@ def test_concurrent_local_chats_go_as_one_batch_and_keep_their_own_limits(embedd
     calls[2]["stop"] = stop
     calls[4]["on_text"] = hang_up
 
-    # Hold the model on a first chat until all five others are queued, so they form one batch.
-    release, resident = threading.Event(), client.resident()
+    # Hold the model inside a first chat until all five others are queued, so they form one batch.
+    running, release, resident = threading.Event(), threading.Event(), client.resident()
+
+    def hold(piece):
+        running.set()
+        release.wait()
     with ThreadPoolExecutor(6) as pool:
-        blocker = pool.submit(client.chat, QUESTION, max_tokens=2, on_text=lambda piece: release.wait())
-        futures = [pool.submit(client.chat, q, **kw) for q, kw in zip(questions, calls)]
-        while len(resident._pending) < 5:
-            time.sleep(0.01)
-        batches = resident.batches
-        release.set()
+        try:
+            blocker = pool.submit(client.chat, QUESTION, max_tokens=2, on_text=hold)
+            assert running.wait(60)
+            futures = [pool.submit(client.chat, q, **kw) for q, kw in zip(questions, calls)]
+            deadline = time.monotonic() + 60
+            while len(resident._pending) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            batches = resident.batches
+        finally:
+            release.set()  # never leave the pool waiting on the held chat
         blocker.result()
         results = [f.exception() or f.result() for f in futures]
     assert resident.batches == batches + 1
