@@ -23,10 +23,12 @@ One model is resident; requests that arrive together are generated as one batch 
 batching). A streamed reply is sent as server-sent events while it is generated, a piece per
 token (less where a token ends inside a character or may start a stop string), ending with
 `data: [DONE]`. Its headers go out with the first piece, so a request that fails before any
-text still gets a plain error status.
+text still gets a plain error status. Pieces are queued for the socket, so a slow reader never
+holds up the batch its chat is decoded in, and a reader that hangs up ends its chat.
 """
 import argparse
 import json
+import queue
 import sys
 import threading
 import time
@@ -108,6 +110,11 @@ def parse_chat_request(body) -> tuple[list[dict], dict, bool, bool]:
     return clean, {k: v for k, v in overrides.items() if v is not None}, stream, include_usage
 
 
+def _usage(reply) -> dict:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
 class _EventStream:
     """The server-sent events of one streamed completion, written as the text comes."""
 
@@ -180,25 +187,49 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(404, f"unknown path {self.path}", "not_found_error")
         server = self.server.chat_server
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": server.model_name}
-        events = None
         try:
             messages, overrides, stream, include_usage = parse_chat_request(json.loads(raw or b"null"))
-            events = _EventStream(self, head) if stream else None
-            reply = server.client.chat(messages, on_text=events, **overrides)
-        except ConnectionError:
-            raise  # the client hung up mid-stream; raising out of generate stopped it
+            if stream:
+                return self._stream(server.client, messages, overrides, include_usage, head)
+            reply = server.client.chat(messages, **overrides)
         except Exception as e:
-            if events is not None and events.started:  # too late for a status: end the stream with the error
-                events.send({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
-                return
             return self._send_exception(e)
-        usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                 "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-        if events is not None:
-            return events.close(reply.finish_reason, usage if include_usage else None)
-        self._send_json(200, {**head, "object": "chat.completion", "usage": usage, "choices": [
+        self._send_json(200, {**head, "object": "chat.completion", "usage": _usage(reply), "choices": [
             {"index": 0, "message": {"role": "assistant", "content": reply.text},
              "finish_reason": reply.finish_reason}]})
+
+    def _stream(self, client, messages, overrides, include_usage: bool, head: dict):
+        """Generate in a thread of its own and write the pieces from this one: the chat is
+        decoded in a batch with others, and a slow reader must not hold that batch up."""
+        pieces, hung_up, outcome = queue.Queue(), threading.Event(), {}
+
+        def forward(piece):
+            if hung_up.is_set():
+                raise ConnectionError("the client hung up")  # ends this chat's generation
+            pieces.put(piece)
+
+        def run():
+            try:
+                outcome["reply"] = client.chat(messages, on_text=forward, **overrides)
+            except Exception as e:
+                outcome["error"] = e
+            pieces.put(None)
+        threading.Thread(target=run, name="chat", daemon=True).start()
+        events = _EventStream(self, head)
+        try:
+            while (piece := pieces.get()) is not None:
+                events(piece)
+            error = outcome.get("error")
+            if error is None:
+                reply = outcome["reply"]
+                events.close(reply.finish_reason, _usage(reply) if include_usage else None)
+            elif events.started:  # too late for a status: end the stream with the error
+                events.send({"error": {"message": f"{type(error).__name__}: {error}", "type": "server_error"}})
+            else:
+                self._send_exception(error)
+        except OSError:  # the client hung up or stopped reading
+            hung_up.set()
+            self.close_connection = True
 
     def _send_exception(self, e: Exception):
         if isinstance(e, ContextLengthError):

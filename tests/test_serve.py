@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -161,6 +162,31 @@ def test_a_failure_mid_stream_ends_the_stream_with_an_error():
             client.chat(MESSAGES)
         response = requests.post(f"{server.url}/chat/completions", json={"messages": MESSAGES}, timeout=10)
         assert response.status_code == 500 and "fell over" in response.json()["error"]["message"]
+
+
+class ChattyClient:
+    """Streams 10 MB in 5,000 pieces, far more than socket buffers hold."""
+    model = "chatty"
+
+    def __init__(self):
+        self.finished = threading.Event()
+
+    def chat(self, messages, on_text=None, **overrides):
+        for _ in range(5000):
+            on_text("x" * 2000)
+        self.finished.set()
+        return llm.Reply("x" * 10_000_000, 1, 5000, 0.0, self.model, "stop")
+
+
+def test_a_reader_that_does_not_read_never_holds_up_generation():
+    # Generation hands pieces over without waiting for the socket: with a local model, the
+    # chat is decoded in one batch with others, which a stalled reader must not stop.
+    client = ChattyClient()
+    with ChatServer(client, port=0) as server:
+        body = {"messages": MESSAGES, "stream": True}
+        with requests.post(f"{server.url}/chat/completions", json=body, stream=True, timeout=60) as response:
+            assert response.status_code == 200
+            assert client.finished.wait(30)  # while nothing has been read past the headers
 
 
 def test_help():
