@@ -52,6 +52,7 @@ from torch import nn
 from tqdm import tqdm
 
 import model as M
+from symbench.core import read_jsonl as read_jsonl_file
 
 IGNORE = -100  # target id of positions that carry no loss
 
@@ -122,21 +123,8 @@ def barrier():
 
 def read_jsonl(paths):
     """Yield ("file:line", row) for every non-empty line of the files."""
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"data file not found: {path}")
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{where}: invalid JSON ({error.msg}, column {error.colno})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-                yield where, row
+    for path in paths:
+        yield from read_jsonl_file(path)
 
 
 def files_sha256(paths) -> str:

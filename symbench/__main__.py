@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import symbench
+from symbench import core
 from symbench.core import Sample, Task
 
 # Runs with fewer samples than this finish in well under a second: no progress bar.
@@ -39,34 +40,24 @@ class CommandError(Exception):
 # ---- files ----------------------------------------------------------------------------------
 
 def read_jsonl(path: str | Path):
-    """(line number, JSON object) for each non-blank line; errors name file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path}:{lineno}: invalid JSON: {error}") from None
-            if not isinstance(record, dict):
-                raise CommandError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+    """core.read_jsonl, its errors as CommandError."""
+    try:
+        yield from core.read_jsonl(path)
+    except (OSError, ValueError) as error:
+        raise CommandError(str(error)) from None
 
 
 def read_samples(path: str | Path) -> dict[tuple[str, str], Sample]:
     samples = {}
-    for lineno, record in read_jsonl(path):
+    for where, record in read_jsonl(path):
         try:
             sample = Sample(**record)
         except TypeError as error:
-            raise CommandError(f"{path}:{lineno}: not a sample: {error}") from None
+            raise CommandError(f"{where}: not a sample: {error}") from None
         if sample.task not in symbench.TASKS:
-            raise CommandError(f"{path}:{lineno}: unknown task {sample.task!r}")
+            raise CommandError(f"{where}: unknown task {sample.task!r}")
         if (sample.task, sample.id) in samples:
-            raise CommandError(f"{path}:{lineno}: duplicate sample (task {sample.task!r}, id {sample.id!r})")
+            raise CommandError(f"{where}: duplicate sample (task {sample.task!r}, id {sample.id!r})")
         samples[sample.task, sample.id] = sample
     return samples
 
@@ -226,8 +217,7 @@ def cmd_generate(args) -> None:
 def cmd_score(args) -> None:
     samples = read_samples(args.samples)
     scores = []  # (task, id, score) per response line
-    for lineno, record in read_jsonl(args.responses):
-        where = f"{args.responses}:{lineno}"
+    for where, record in read_jsonl(args.responses):
         task_id, sample_id = record.get("task"), record.get("id")
         if not isinstance(task_id, str) or not isinstance(sample_id, str):
             raise CommandError(f"{where}: needs string fields 'task' and 'id'")

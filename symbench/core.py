@@ -266,6 +266,26 @@ def numbers_close(a: float, b: float, rel: float = 1e-6, abs_tol: float = 1e-9) 
 
 # ---- the original files ---------------------------------------------------------------------
 
+def read_jsonl(path):
+    """("file:line", JSON object) for each non-blank line of a JSON Lines file. Errors name the
+    file and line: FileNotFoundError, or ValueError for a line that is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: invalid JSON ({error.msg}, column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
 def sample_folders(root: Path, prefix: str = "sample_") -> list[Path]:
     """<prefix>0, <prefix>1, ... under root, in numeric order, stopping at the first gap
     (the original loaders' rule)."""
