@@ -201,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, client, messages, overrides, include_usage: bool, head: dict):
         """Generate in a thread of its own and write the pieces from this one: the chat is
         decoded in a batch with others, and a slow reader must not hold that batch up."""
-        pieces, hung_up, outcome = queue.Queue(), threading.Event(), {}
+        pieces, hung_up = queue.Queue(), threading.Event()  # text pieces, then the Reply or the error
 
         def forward(piece):
             if hung_up.is_set():
@@ -210,23 +210,20 @@ class _Handler(BaseHTTPRequestHandler):
 
         def run():
             try:
-                outcome["reply"] = client.chat(messages, on_text=forward, **overrides)
+                pieces.put(client.chat(messages, on_text=forward, **overrides))
             except Exception as e:
-                outcome["error"] = e
-            pieces.put(None)
+                pieces.put(e)
         threading.Thread(target=run, name="chat", daemon=True).start()
         events = _EventStream(self, head)
         try:
-            while (piece := pieces.get()) is not None:
-                events(piece)
-            error = outcome.get("error")
-            if error is None:
-                reply = outcome["reply"]
-                events.close(reply.finish_reason, _usage(reply) if include_usage else None)
+            while isinstance(item := pieces.get(), str):
+                events(item)
+            if not isinstance(item, Exception):
+                events.close(item.finish_reason, _usage(item) if include_usage else None)
             elif events.started:  # too late for a status: end the stream with the error
-                events.send({"error": {"message": f"{type(error).__name__}: {error}", "type": "server_error"}})
+                events.send({"error": {"message": f"{type(item).__name__}: {item}", "type": "server_error"}})
             else:
-                self._send_exception(error)
+                self._send_exception(item)
         except OSError:  # the client hung up or stopped reading
             hung_up.set()
             self.close_connection = True
