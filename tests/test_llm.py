@@ -295,3 +295,17 @@ def test_concurrent_local_chats_go_as_one_batch_and_keep_their_own_limits(embedd
             (alone[i].text, alone[i].completion_tokens, alone[i].finish_reason)
     assert results[2].text == alone[2].text[:alone[2].text.index(stop)] and results[2].finish_reason == "stop"
     assert isinstance(results[4], ConnectionError)  # only the chat whose reader failed
+
+
+def test_a_local_model_loads_on_its_generation_thread_and_load_errors_reach_the_caller(tiny_client, tmp_path):
+    # One thread does all of a loaded model's torch work (llm._Resident says why).
+    loaders = []
+    resident = tiny_client.resident()
+
+    def load():
+        loaders.append(threading.current_thread().name)
+        return resident.transformer, resident.tokenizer
+    llm._Resident(load)
+    assert loaders == ["local-generation"] and loaders[0] != threading.current_thread().name
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        llm.LocalClient(ckpt=tmp_path / "nowhere").chat([{"role": "user", "content": "hi"}])
