@@ -8,7 +8,7 @@
 Backends:
 - OpenAIClient: raw HTTP to any OpenAI-compatible `{base_url}/chat/completions`.
 - AnthropicClient: raw HTTP to the Messages API, the system prompt passed separately.
-- LocalClient: a model.py checkpoint (HF directory, .gguf or the embedded SmolLM2-135M) run
+- LocalClient: a checkpoint (HF directory, .gguf or the embedded SmolLM2-135M) run
   in-process, loaded once and shared by every LocalClient of the same checkpoint.
 
 make_client picks the backend; the rule is in its docstring. The HTTP clients retry connection
@@ -32,7 +32,11 @@ from typing import Callable
 
 import requests
 
-import model as M
+from checkpoints import load_model, load_tokenizer
+from embedded import resolve_checkpoint
+from generate import generate, TextStream
+from model import Transformer
+from tokenizer import ChatTokenizer
 
 # Spec A.1: TaskLLM and helper-LLM sampling.
 DEFAULT_MAX_TOKENS = 2000
@@ -419,7 +423,7 @@ class _Resident:
     more threads than cores, stops spinning between parallel regions. Decoding from any other
     thread then runs ~25% slower (measured: 48 vs 35 tokens/s, embedded model)."""
 
-    def __init__(self, load: Callable[[], tuple[M.Transformer, M.ChatTokenizer]], max_batch: int = MAX_LOCAL_BATCH):
+    def __init__(self, load: Callable[[], tuple[Transformer, ChatTokenizer]], max_batch: int = MAX_LOCAL_BATCH):
         self.max_batch = max_batch
         self.batches = 0  # generate calls so far
         self._pending: list[_Request] = []
@@ -479,7 +483,7 @@ class _Resident:
             ended = [request.ended or request.take(token) for request, token in zip(batch, tokens)]
             return all(ended) or ended
         try:
-            M.generate(self.transformer, [r.ids for r in batch], max(r.budget for r in batch),
+            generate(self.transformer, [r.ids for r in batch], max(r.budget for r in batch),
                        temperature=float(params["temperature"]), top_p=float(params["top_p"]),
                        top_k=int(params["top_k"] or 0), stop_ids=self.tokenizer.stop_ids,
                        seed=params["seed"], on_step=on_step)
@@ -496,12 +500,12 @@ _residents_lock = threading.Lock()
 
 
 def _load_resident(ckpt, device, dtype) -> _Resident:
-    path = M.resolve_checkpoint(ckpt)
+    path = resolve_checkpoint(ckpt)
     key = (str(Path(path).resolve()), str(device), str(dtype))
     with _residents_lock:  # loads are rare; holding the lock makes "loaded once" simple
         if key not in _residents:
-            _residents[key] = _Resident(lambda: (M.load_model(path, device=device, dtype=dtype),
-                                                 M.load_tokenizer(path)))
+            _residents[key] = _Resident(lambda: (load_model(path, device=device, dtype=dtype),
+                                                 load_tokenizer(path)))
         return _residents[key]
 
 
@@ -523,7 +527,7 @@ def stop_prefix_length(text: str, stop) -> int:
 
 
 class LocalClient(LLMClient):
-    """A model.py checkpoint run in-process with its own chat template (render_prompt).
+    """A checkpoint run in-process with its own chat template (render_prompt).
 
     ckpt: "embedded" (SmolLM2-135M-Instruct), an HF checkpoint directory or a .gguf file. It is
     loaded on first use, once per process, and shared by all LocalClients of that checkpoint;
@@ -537,8 +541,8 @@ class LocalClient(LLMClient):
 
     backend = "local"
 
-    def __init__(self, ckpt="embedded", *, name: str | None = None, transformer: M.Transformer | None = None,
-                 tokenizer: M.ChatTokenizer | None = None, device=None, dtype=None, temperature=0.0,
+    def __init__(self, ckpt="embedded", *, name: str | None = None, transformer: Transformer | None = None,
+                 tokenizer: ChatTokenizer | None = None, device=None, dtype=None, temperature=0.0,
                  top_p=1.0, top_k=None, max_tokens=DEFAULT_MAX_TOKENS, seed=None, stop=None):
         if (transformer is None) != (tokenizer is None):
             raise ValueError("pass both transformer and tokenizer, or neither")
@@ -554,7 +558,7 @@ class LocalClient(LLMClient):
         return self._resident
 
     @property
-    def tokenizer(self) -> M.ChatTokenizer:
+    def tokenizer(self) -> ChatTokenizer:
         return self.resident().tokenizer
 
     @property
@@ -585,8 +589,8 @@ class _StreamedReply:
     """The text of one generation as its tokens arrive: cut at the first stop string (which
     ends the generation), and passed on to `on_text` as far as it is settled."""
 
-    def __init__(self, tokenizer: M.ChatTokenizer, stop, on_text: Callable[[str], None] | None):
-        self.decoder = M.TextStream(tokenizer)
+    def __init__(self, tokenizer: ChatTokenizer, stop, on_text: Callable[[str], None] | None):
+        self.decoder = TextStream(tokenizer)
         self.stop, self.on_text = stop, on_text
         self.text, self.sent, self.stopped = "", 0, False
 

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP server over a model.py checkpoint: serves a trained CodeSteerLLM (or
+"""An OpenAI-compatible HTTP server over a checkpoint: serves a trained CodeSteerLLM (or
 the embedded SmolLM2-135M) to any OpenAI client, and lets tests exercise the HTTP path against a
 real model.
 
@@ -281,7 +281,7 @@ class ChatServer:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Serve a model.py checkpoint over an OpenAI-compatible HTTP API.")
+    parser = argparse.ArgumentParser(description="Serve a checkpoint over an OpenAI-compatible HTTP API.")
     parser.add_argument("--ckpt", default="embedded",
                         help="HF checkpoint directory or .gguf file (default: the embedded SmolLM2-135M)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import model as M
+from checkpoints import read_config
+from tokenizer import ChatTokenizer
 import train_sft as S
 
 
@@ -111,7 +112,7 @@ class DPOTask:
     stat_names = ("loss_sum", "correct", "margin_sum", "chosen_reward_sum", "rejected_reward_sum",
                   "chosen_logp_sum", "rejected_logp_sum", "chosen_nll_sum")
 
-    def __init__(self, args, tokenizer: M.ChatTokenizer, run: S.Distributed):
+    def __init__(self, args, tokenizer: ChatTokenizer, run: S.Distributed):
         self.beta, self.label_smoothing, self.nll_weight = args.beta, args.label_smoothing, args.nll_weight
         self.stats = S.DataStats()
         self.examples = []
@@ -194,7 +195,7 @@ class DPOTask:
         """Before training (and before a resume restores later weights): a frozen live reference,
         or the reference log-probs of the initial model, from the cache or computed now."""
         if args.live_reference:
-            config = M.read_config(path)
+            config = read_config(path)
             self.reference_model = S.build_model(path, config, run, args.fsdp, args.activation_checkpointing,
                                                  trainable=False)
             return

@@ -51,7 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-import model as M
+from checkpoints import checkpoint_tensors, load_tokenizer, read_config, save_hf
+from embedded import resolve_checkpoint
+from model import ModelConfig, Transformer
+from tokenizer import ChatTokenizer
 from symbench.core import read_jsonl as read_jsonl_file
 
 IGNORE = -100  # target id of positions that carry no loss
@@ -197,7 +200,7 @@ def sft_messages(row: dict, where: str) -> list[dict]:
     return messages
 
 
-def render_sft(tokenizer: M.ChatTokenizer, messages: list[dict], seq_len: int):
+def render_sft(tokenizer: ChatTokenizer, messages: list[dict], seq_len: int):
     """(ids, mask, truncated) for a conversation, or None when even its first assistant turn does
     not fit in seq_len tokens. Over-long conversations keep their earliest turns, as the
     original's cutoff did: the longest prefix that ends with an assistant turn and fits."""
@@ -308,7 +311,7 @@ class TokenLogProbs(nn.Module):
     DDP and FSDP2 wrap, so the (tied) head runs inside the wrapped forward. With compile=True the
     head and cross-entropy are fused, so the fp32 logits are never materialised."""
 
-    def __init__(self, model: M.Transformer, chunk_tokens: int = 4096, compile: bool = False):
+    def __init__(self, model: Transformer, chunk_tokens: int = 4096, compile: bool = False):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
@@ -321,7 +324,7 @@ class TokenLogProbs(nn.Module):
                                self.head_fn)
 
 
-def training_flops(config: M.ModelConfig, lengths: list[int], n_targets: int) -> float:
+def training_flops(config: ModelConfig, lengths: list[int], n_targets: int) -> float:
     """FLOPs of forward + backward: 6 per multiply-add-weight per token for the blocks, the LM
     head only where there is a target (the rest is never computed), and causal attention
     (QK^T and AV over the lower triangle: 6 * n_layers * dim * T^2 per sequence of T tokens)."""
@@ -344,7 +347,7 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
-def build_model(path, config: M.ModelConfig, run: Distributed, fsdp: bool = False,
+def build_model(path, config: ModelConfig, run: Distributed, fsdp: bool = False,
                 activation_checkpointing: bool = False, compile: bool = False, seed: int = 0,
                 trainable: bool = True, reshard_after_forward: bool = True) -> nn.Module:
     """TokenLogProbs over the model, with fp32 master weights, wrapped for the run.
@@ -357,7 +360,7 @@ def build_model(path, config: M.ModelConfig, run: Distributed, fsdp: bool = Fals
     8B model never sits whole on one rank. Otherwise the model is loaded whole and wrapped in DDP
     when there are several ranks. path=None initialises random weights (benchmarks)."""
     with torch.device("meta"):
-        wrapper = TokenLogProbs(M.Transformer(config), compile=compile)
+        wrapper = TokenLogProbs(Transformer(config), compile=compile)
     for block in wrapper.model.layers:
         # Wrap the bound forward rather than the module, so parameter names stay those of the
         # checkpoint; FSDP2's hooks stay outside, around the call.
@@ -392,12 +395,12 @@ def build_model(path, config: M.ModelConfig, run: Distributed, fsdp: bool = Fals
     return wrapper
 
 
-def load_weights(model: M.Transformer, path):
+def load_weights(model: Transformer, path):
     """Copy checkpoint tensors into the model's (possibly sharded) parameters, one at a time."""
     from torch.distributed.tensor import DTensor, distribute_tensor
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, full in M.checkpoint_tensors(path, model):
+        for name, full in checkpoint_tensors(path, model):
             param = params[name]
             full = full.to(device=param.device, dtype=param.dtype)
             if isinstance(param, DTensor):  # every rank holds the full tensor: slice, no communication
@@ -446,7 +449,7 @@ class SFTTask:
     name = "sft"
     stat_names = ("nll_sum",)
 
-    def __init__(self, paths, tokenizer: M.ChatTokenizer, seq_len: int):
+    def __init__(self, paths, tokenizer: ChatTokenizer, seq_len: int):
         self.stats = DataStats()
         self.examples = []
         for where, row in read_jsonl(paths):
@@ -626,16 +629,16 @@ def load_checkpoint(path: Path, train_model, optimizer, scheduler, meta: dict, r
     return int(saved["step"])
 
 
-def export_hf(train_model, config: M.ModelConfig, tokenizer, out_dir: Path, dtype: torch.dtype, run: Distributed):
+def export_hf(train_model, config: ModelConfig, tokenizer, out_dir: Path, dtype: torch.dtype, run: Distributed):
     """Gather the full weights on rank 0 (FSDP: collective, offloaded to CPU) and save_hf them."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     state = get_model_state_dict(train_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if run.is_main:
         with torch.device("meta"):
-            cpu_model = M.Transformer(config)
+            cpu_model = Transformer(config)
         state = {name.removeprefix("model."): tensor.to("cpu", dtype) for name, tensor in state.items()}
         cpu_model.load_state_dict(state, assign=True)
-        M.save_hf(cpu_model, tokenizer, out_dir)
+        save_hf(cpu_model, tokenizer, out_dir)
     barrier()
 
 
@@ -706,8 +709,8 @@ def train(args, make_task) -> dict:
 def _train(args, make_task, run: Distributed, out: Path) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    path = M.resolve_checkpoint(args.init)
-    config, tokenizer = M.read_config(path), M.load_tokenizer(path)
+    path = resolve_checkpoint(args.init)
+    config, tokenizer = read_config(path), load_tokenizer(path)
     if args.seq_len > config.max_seq_len:
         raise ValueError(f"--seq-len {args.seq_len} exceeds the model's context of {config.max_seq_len}")
     task = make_task(args, tokenizer, run)

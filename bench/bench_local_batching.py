@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import llm  # noqa: E402
-import model as M  # noqa: E402
+from checkpoints import load_model, load_tokenizer  # noqa: E402
+from embedded import resolve_checkpoint  # noqa: E402
 
 QUESTIONS = ["Write a haiku about the sea.", "What is 7 times 8? Explain.", "Name three colors and a fruit.",
              "Give me a tip for writing Python.", "Describe a cat in two sentences.", "What is a prime number?",
@@ -38,11 +39,11 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args()
 
-    path = M.resolve_checkpoint(args.ckpt)
+    path = resolve_checkpoint(args.ckpt)
     # One resident that loads on its worker thread, as LocalClient(ckpt) does, so the main thread
     # stays free of torch work (llm._Resident says why that matters on the CPU); the two runs
     # differ only in its max_batch.
-    resident = llm._Resident(lambda: (M.load_model(path), M.load_tokenizer(path)))
+    resident = llm._Resident(lambda: (load_model(path), load_tokenizer(path)))
     client = llm.LocalClient(max_tokens=args.max_tokens)
     client._resident = resident
     print(f"{path.name}, {next(resident.transformer.parameters()).device}, {args.chats} concurrent "

@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model as M  # noqa: E402
+from checkpoints import config_to_hf, hf_state_dict, load_model  # noqa: E402
+from embedded import fetch  # noqa: E402
+from generate import generate  # noqa: E402
+from model import linear, ModelConfig, PRESETS, Transformer  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -38,7 +41,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def ours_runner(model, prompts, **flags):
-    return lambda n: (lambda: M.generate(model, prompts, n, **flags))
+    return lambda n: (lambda: generate(model, prompts, n, **flags))
 
 
 def hf_runner(hf_model, prompts):
@@ -65,7 +68,7 @@ def hbm_bandwidth() -> float:
     return 2 * x.numel() / seconds
 
 
-def matvec_table(config: M.ModelConfig, rows: int = 1):
+def matvec_table(config: ModelConfig, rows: int = 1):
     """GB/s of weights read by `rows` rows times every weight shape of `config`, in fp32: F.linear
     on nn.Linear's (out, in) layout, F.linear on the column-major layout load_model keeps on
     CPU, and model.linear (split-K over the threads) on that layout. Each shape is repeated to
@@ -84,7 +87,7 @@ def matvec_table(config: M.ModelConfig, rows: int = 1):
         x = torch.randn(rows, in_features)
         row_major, col_major, split_k = (read_rate(matmul, x, ws) for matmul, ws in (
             (torch.nn.functional.linear, weights), (torch.nn.functional.linear, column_major),
-            (M.linear, column_major)))
+            (linear, column_major)))
         print(f"{name:<8} {str((out_features, in_features)):>12} {row_major:>18.1f} "
               f"{col_major:>19.1f} {split_k:>13.1f} {split_k / row_major:>8.2f}x")
 
@@ -109,22 +112,22 @@ def main():
 
     if args.matvec:
         for rows in (1, 8):
-            matvec_table(M.PRESETS["smollm2-135m"], rows)
+            matvec_table(PRESETS["smollm2-135m"], rows)
         return
 
     if args.llama8b:
         device, dtype = "cuda", torch.bfloat16
-        config = M.PRESETS["llama-3-8b"]
+        config = PRESETS["llama-3-8b"]
         with torch.device(device):
-            ours = M.Transformer(config).to(dtype)
+            ours = Transformer(config).to(dtype)
         ours.init_weights(std=0.02)
         ours.eval()
         variants = {"ours (eager)": {}, "ours (cuda graph)": {"cuda_graph": True},
                     "ours (compile + cuda graph)": {"compile": True}}
     else:
         device, dtype = "cpu", torch.float32
-        path = M.embedded_model_path()
-        ours = M.load_model(path, device=device, dtype=dtype)
+        path = fetch()
+        ours = load_model(path, device=device, dtype=dtype)
         config = ours.config
         variants = {"ours": {}}
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, "
@@ -136,11 +139,11 @@ def main():
         if args.llama8b:
             torch.set_default_dtype(dtype)  # build directly in bf16 on the GPU
             with torch.device(device):
-                hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.config_to_hf(config, dtype)))
+                hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config_to_hf(config, dtype)))
             torch.set_default_dtype(torch.float32)
             hf_model.eval()
             with torch.no_grad():  # same weights in both
-                hf_model.load_state_dict(M.hf_state_dict(ours))
+                hf_model.load_state_dict(hf_state_dict(ours))
         else:
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(path.parent), gguf_file=path.name, dtype=dtype).eval()
@@ -148,9 +151,9 @@ def main():
     generator = torch.Generator().manual_seed(0)
     if args.llama8b:  # the captured and compiled decode steps must give the eager tokens
         prompt = torch.randint(100, config.vocab_size - 100, (1, 32), generator=generator).tolist()
-        eager = M.generate(ours, prompt, 32)
+        eager = generate(ours, prompt, 32)
         for name, flags in variants.items():
-            same = sum(a == b for a, b in zip(eager[0], M.generate(ours, prompt, 32, **flags)[0]))
+            same = sum(a == b for a, b in zip(eager[0], generate(ours, prompt, 32, **flags)[0]))
             print(f"greedy tokens equal to eager: {name}: {same}/32")
     rows = []
     for batch in args.batch:

@@ -33,7 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model as M
+from checkpoints import load_tokenizer, read_config
+from embedded import fetch
+from model import ModelConfig, PRESETS
 import train_sft as S
 
 # ------------------------------------------------------------------------------------------
@@ -42,13 +44,13 @@ import train_sft as S
 GPU_MEMORY_GB = 80
 
 
-def activation_bytes_per_token_layer(config: M.ModelConfig) -> int:
+def activation_bytes_per_token_layer(config: ModelConfig) -> int:
     """Rough bf16 bytes one block keeps for backward per token: norms (input, fp32 copy, output),
     q/k/v before and after RoPE, attention output, and the MLP's gate/up, SiLU and product."""
     return 2 * (14 * config.dim + 4 * config.intermediate_size)
 
 
-def memory_estimate(config: M.ModelConfig, n_gpus: int, tokens_per_gpu: int, activation_checkpointing: bool,
+def memory_estimate(config: ModelConfig, n_gpus: int, tokens_per_gpu: int, activation_checkpointing: bool,
                     live_reference: bool = False, chunk_tokens: int = 4096) -> dict:
     """GB per GPU for FSDP2 training with fp32 master weights, bf16 compute and AdamW."""
     P = config.num_params
@@ -70,7 +72,7 @@ def memory_estimate(config: M.ModelConfig, n_gpus: int, tokens_per_gpu: int, act
 
 
 def print_memory_table(seq_len: int = 7024):
-    config = M.PRESETS["llama-3-8b"]
+    config = PRESETS["llama-3-8b"]
     print(f"\nMemory estimate per GPU, full Llama-3-8B ({config.num_params / 1e9:.2f}B params), FSDP2, fp32 master "
           f"weights + AdamW, bf16 compute, batch 1 x {seq_len} tokens (DPO: chosen + rejected = 2 x {seq_len})")
     print(f"{'run':<32} {'GPUs':>4} {'states':>7} {'working':>7} {'activ.':>7} {'logits':>7} {'ref':>6} "
@@ -117,8 +119,8 @@ def timed_steps(step, steps: int) -> float:
 def bench_cpu(args):
     import transformers
     run = S.init_distributed("cpu")
-    path = M.embedded_model_path()
-    config, tokenizer = M.read_config(path), M.load_tokenizer(path)
+    path = fetch()
+    config, tokenizer = read_config(path), load_tokenizer(path)
     rng = random.Random(0)
     rows = []
     for i in range(args.batch):  # different lengths, so the batch has right padding
@@ -204,7 +206,7 @@ def gpu_step(model, batches, optimizer, scheduler, run, fsdp):
 
 def bench_gpu(args):
     run = S.init_distributed("cuda", single_process_group=True)
-    config = dataclasses.replace(M.PRESETS["llama-3-8b"], n_layers=args.layers)
+    config = dataclasses.replace(PRESETS["llama-3-8b"], n_layers=args.layers)
     peak = S.peak_flops(run.device)
     S.print0(f"torch {torch.__version__}, {torch.cuda.get_device_name()} x {run.world_size}, peak bf16 "
              f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s, Llama-3-8B shape with {config.n_layers} layers "

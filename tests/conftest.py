@@ -10,20 +10,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import model as M  # noqa: E402
+from checkpoints import load_model, load_tokenizer  # noqa: E402
+from embedded import fetch  # noqa: E402
+from tokenizer import ChatTokenizer  # noqa: E402
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
 def embedded_path():
-    return M.embedded_model_path()
+    return fetch()
 
 
 @pytest.fixture(scope="session")
 def embedded(embedded_path):
     """(our model, our tokenizer) for the embedded GGUF, fp32 on CPU."""
-    return M.load_model(embedded_path, device="cpu", dtype=torch.float32), M.load_tokenizer(embedded_path)
+    return load_model(embedded_path, device="cpu", dtype=torch.float32), load_tokenizer(embedded_path)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,7 @@ def hf_embedded(embedded_path):
     return model.eval(), tokenizer
 
 
-def byte_tokenizer(chat_format: str = "chatml") -> "M.ChatTokenizer":
+def byte_tokenizer(chat_format: str = "chatml") -> "ChatTokenizer":
     """A tiny byte-level BPE tokenizer (256 byte tokens, no merges, plus the chat control
     tokens) for random-weight test models."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -47,4 +49,4 @@ def byte_tokenizer(chat_format: str = "chatml") -> "M.ChatTokenizer":
     specials = (["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"]
                 if chat_format == "llama3" else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tokenizer.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    return M.ChatTokenizer(tokenizer, chat_format, default_system="You are a test." if chat_format == "chatml" else None)
+    return ChatTokenizer(tokenizer, chat_format, default_system="You are a test." if chat_format == "chatml" else None)

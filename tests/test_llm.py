@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import llm
-import model as M
+from generate import generate
+from model import PRESETS, Transformer
 from conftest import byte_tokenizer
 from fixture_server import fixture_server
 
@@ -191,7 +192,7 @@ def test_local_client_matches_generate_on_the_embedded_model(embedded):
     transformer, tokenizer = embedded
     client = llm.LocalClient(transformer=transformer, tokenizer=tokenizer, max_tokens=8)
     reply = client.chat(QUESTION)
-    expected = M.generate(transformer, [tokenizer.render_prompt(QUESTION)], 8, stop_ids=tokenizer.stop_ids)[0]
+    expected = generate(transformer, [tokenizer.render_prompt(QUESTION)], 8, stop_ids=tokenizer.stop_ids)[0]
     assert reply.text == tokenizer.decode(expected) and reply.text.strip()
     assert reply.prompt_tokens == len(tokenizer.render_prompt(QUESTION))
     assert reply.completion_tokens == len(expected)
@@ -204,8 +205,8 @@ def test_local_client_matches_generate_on_the_embedded_model(embedded):
 def tiny_client():
     """A random 2-layer model with a 64-token context and a byte-level tokenizer."""
     tokenizer = byte_tokenizer()
-    config = dataclasses.replace(M.PRESETS["tiny"], vocab_size=tokenizer.vocab_size, max_seq_len=64)
-    transformer = M.Transformer(config)
+    config = dataclasses.replace(PRESETS["tiny"], vocab_size=tokenizer.vocab_size, max_seq_len=64)
+    transformer = Transformer(config)
     transformer.init_weights(generator=torch.Generator().manual_seed(0))
     return llm.LocalClient(transformer=transformer.eval(), tokenizer=tokenizer, name="tiny", max_tokens=100)
 

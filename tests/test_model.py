@@ -9,21 +9,23 @@ import torch
 import torch.nn.functional as F
 from conftest import byte_tokenizer
 
-import model as M
+from checkpoints import config_to_hf, load_model, load_tokenizer, save_hf
+from generate import generate, KVCache, TextStream
+from model import linear, PRESETS, rope_inv_freq, store_column_major, Transformer
 
 transformers = pytest.importorskip("transformers")
 
 TINY_CONFIGS = {
-    "mha": dataclasses.replace(M.PRESETS["tiny"], n_kv_heads=4),
-    "gqa": M.PRESETS["tiny"],
-    "gqa-llama3-rope": dataclasses.replace(M.PRESETS["tiny"], rope_scaling=(8.0, 1.0, 4.0, 32), max_seq_len=512),
-    "tied": dataclasses.replace(M.PRESETS["tiny"], tie_embeddings=True, n_kv_heads=1),
+    "mha": dataclasses.replace(PRESETS["tiny"], n_kv_heads=4),
+    "gqa": PRESETS["tiny"],
+    "gqa-llama3-rope": dataclasses.replace(PRESETS["tiny"], rope_scaling=(8.0, 1.0, 4.0, 32), max_seq_len=512),
+    "tied": dataclasses.replace(PRESETS["tiny"], tie_embeddings=True, n_kv_heads=1),
 }
 
 
 def random_model(config, seed=0):
     torch.manual_seed(seed)
-    model = M.Transformer(config)
+    model = Transformer(config)
     model.init_weights(std=0.3)  # large enough that logits differ clearly between tokens
     return model.eval()
 
@@ -32,26 +34,26 @@ def random_model(config, seed=0):
 def test_tiny_random_logits_match_transformers_after_save_hf(name, tmp_path):
     config = TINY_CONFIGS[name]
     ours = random_model(config)
-    M.save_hf(ours, byte_tokenizer(), tmp_path / "ckpt")
+    save_hf(ours, byte_tokenizer(), tmp_path / "ckpt")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32).eval()
     tokens = torch.randint(0, config.vocab_size, (2, 200 if config.rope_scaling else 40))
     with torch.no_grad():
         diff = (ours(tokens) - theirs(tokens).logits).abs().max().item()
     assert diff < 1e-4, diff
     # and back: our loader reads the exported folder to the same weights
-    reloaded = M.load_model(tmp_path / "ckpt", device="cpu")
+    reloaded = load_model(tmp_path / "ckpt", device="cpu")
     for (n1, p1), (n2, p2) in zip(ours.named_parameters(), reloaded.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
 
 def test_llama3_rope_scaling_changes_frequencies_like_transformers():
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-    config = M.PRESETS["llama-3.1-8b"]
-    hf_config = transformers.LlamaConfig(**M.config_to_hf(config, torch.bfloat16))
+    config = PRESETS["llama-3.1-8b"]
+    hf_config = transformers.LlamaConfig(**config_to_hf(config, torch.bfloat16))
     theirs, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
-    ours = M.rope_inv_freq(config)
+    ours = rope_inv_freq(config)
     assert torch.allclose(ours, theirs.float(), rtol=1e-6)
-    assert not torch.allclose(ours, M.rope_inv_freq(M.PRESETS["llama-3-8b"]))
+    assert not torch.allclose(ours, rope_inv_freq(PRESETS["llama-3-8b"]))
 
 
 def test_embedded_model_logits_match_transformers(embedded, hf_embedded):
@@ -68,7 +70,7 @@ def test_embedded_greedy_generation_matches_transformers(embedded, hf_embedded):
     ours, tokenizer = embedded
     theirs, _ = hf_embedded
     ids = tokenizer.render_prompt([{"role": "user", "content": "List three colours of the rainbow."}])
-    new = M.generate(ours, [ids], 40, stop_ids=tokenizer.stop_ids)[0]
+    new = generate(ours, [ids], 40, stop_ids=tokenizer.stop_ids)[0]
     prompt = torch.tensor([ids])
     with torch.no_grad():  # attention_mask is required: the pad id is <|im_end|>, see embedded-model.md
         reference = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40,
@@ -82,7 +84,7 @@ def test_cached_decoding_equals_full_forward():
     config = TINY_CONFIGS["gqa-llama3-rope"]
     model = random_model(config, seed=1)
     prompt = torch.randint(0, config.vocab_size, (1, 7))
-    generated = M.generate(model, [prompt[0].tolist()], 12)[0]
+    generated = generate(model, [prompt[0].tolist()], 12)[0]
     sequence = torch.tensor([prompt[0].tolist() + generated])
     with torch.no_grad():
         full = model(sequence)
@@ -91,7 +93,7 @@ def test_cached_decoding_equals_full_forward():
 
     # and the cached logits equal the full-forward logits step by step
     S = sequence.shape[1]
-    cache = M.KVCache(config, 1, S, "cpu", torch.float32)
+    cache = KVCache(config, 1, S, "cpu", torch.float32)
     slots = torch.arange(S)
     mask = (slots[None, :] <= slots[:, None])[None, None]
     with torch.no_grad():
@@ -112,8 +114,8 @@ def test_split_k_linear_equals_f_linear(threads, rows):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = M.linear(x[:1], column_major)  # one sequence: `rows` rows, split-K up to 32 of them
-        got_batched = M.linear(x, column_major)
+        got = linear(x[:1], column_major)  # one sequence: `rows` rows, split-K up to 32 of them
+        got_batched = linear(x, column_major)
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(got, F.linear(x[:1], weight), atol=1e-5, rtol=1e-5)
@@ -123,7 +125,7 @@ def test_split_k_linear_equals_f_linear(threads, rows):
 def test_forward_traces_as_one_graph():
     # torch.compile on CUDA (decode graphs, FSDP2 training) must not break at every linear.
     model = random_model(TINY_CONFIGS["gqa"], seed=3)
-    M.store_column_major(model)  # the CPU layout, so linear's split-K branch is in play
+    store_column_major(model)  # the CPU layout, so linear's split-K branch is in play
     tokens = torch.randint(0, model.config.vocab_size, (1, 5))
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
@@ -135,19 +137,19 @@ def test_batched_generation_equals_one_by_one(embedded):
     questions = ["Hi!", "Write a haiku about the sea and the wind at night.", "What is 7 times 8?"]
     prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in questions]
     assert len({len(p) for p in prompts}) == 3
-    batched = M.generate(model, prompts, 16, stop_ids=tokenizer.stop_ids)
-    single = [M.generate(model, [p], 16, stop_ids=tokenizer.stop_ids)[0] for p in prompts]
+    batched = generate(model, prompts, 16, stop_ids=tokenizer.stop_ids)
+    single = [generate(model, [p], 16, stop_ids=tokenizer.stop_ids)[0] for p in prompts]
     assert batched == single
 
 
 def test_sampling_is_reproducible_with_a_seed_and_stops(embedded):
     model, tokenizer = embedded
     prompt = tokenizer.render_prompt([{"role": "user", "content": "Tell me a story."}])
-    a = M.generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
-    b = M.generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
+    a = generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
+    b = generate(model, [prompt], 12, temperature=0.9, top_p=0.8, top_k=50, seed=3)
     assert a == b
-    first = M.generate(model, [prompt], 1)[0][0]
-    assert M.generate(model, [prompt], 5, stop_ids=[first]) == [[]]
+    first = generate(model, [prompt], 1)[0][0]
+    assert generate(model, [prompt], 5, stop_ids=[first]) == [[]]
 
 
 ASCII_SAMPLES = [
@@ -161,19 +163,19 @@ ASCII_SAMPLES = [
 def test_on_step_sees_every_step_and_can_end_generation(embedded):
     model, tokenizer = embedded
     prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in ("Hi!", "What is 7 times 8?")]
-    full = M.generate(model, prompts, 6)
+    full = generate(model, prompts, 6)
     steps = []
-    assert M.generate(model, prompts, 6, on_step=lambda tokens: steps.append(tokens)) == full
+    assert generate(model, prompts, 6, on_step=lambda tokens: steps.append(tokens)) == full
     assert [list(row) for row in zip(*steps)] == full
     calls = []
 
     def end_at_third(tokens):
         calls.append(tokens)
         return len(calls) == 3
-    assert M.generate(model, prompts, 6, on_step=end_at_third) == [row[:3] for row in full]
+    assert generate(model, prompts, 6, on_step=end_at_third) == [row[:3] for row in full]
     first = full[0][0]
     seen = []
-    M.generate(model, prompts, 3, stop_ids=[first], on_step=seen.append)
+    generate(model, prompts, 3, stop_ids=[first], on_step=seen.append)
     assert seen[0][0] == -1  # a stopped row is reported as -1
 
 
@@ -181,7 +183,7 @@ def test_rows_that_finish_leave_the_batch_and_the_others_go_on_unchanged(embedde
     model, tokenizer = embedded
     questions = ["Hi!", "What is 7 times 8?", "Name a color.", "Write a haiku about the sea."]
     prompts = [tokenizer.render_prompt([{"role": "user", "content": q}]) for q in questions]
-    single = [M.generate(model, [p], 10)[0] for p in prompts]
+    single = [generate(model, [p], 10)[0] for p in prompts]
     stop_first = single[0][0]  # row 0 stops at once, at its first token
     assert all(stop_first not in row for row in single[1:])
     steps = []
@@ -189,7 +191,7 @@ def test_rows_that_finish_leave_the_batch_and_the_others_go_on_unchanged(embedde
     def end_row_2_early(tokens):
         steps.append(tokens)
         return [False, False, len(steps) == 3, False]
-    batched = M.generate(model, prompts, 10, stop_ids=[stop_first], on_step=end_row_2_early)
+    batched = generate(model, prompts, 10, stop_ids=[stop_first], on_step=end_row_2_early)
     assert batched == [[], single[1], single[2][:3], single[3]]
     assert all(step[0] == -1 for step in steps) and all(step[2] == -1 for step in steps[3:])
 
@@ -209,10 +211,10 @@ def ends_row_0_at_step(step):
 def test_cuda_generation_with_stops_and_ended_rows_matches_cpu(flags):
     model = random_model(TINY_CONFIGS["gqa"], seed=4)
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
-    free = M.generate(model, prompts, 8)
+    free = generate(model, prompts, 8)
     stop = [free[1][2]]  # row 1 stops at its third token
-    cpu = M.generate(model, prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4))
-    on_gpu = M.generate(model.cuda(), prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4), **flags)
+    cpu = generate(model, prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4))
+    on_gpu = generate(model.cuda(), prompts, 8, stop_ids=stop, on_step=ends_row_0_at_step(4), **flags)
     assert on_gpu == cpu and cpu[1] == free[1][:2] and len(cpu[0]) == 4
 
 
@@ -220,7 +222,7 @@ def test_cuda_generation_with_stops_and_ended_rows_matches_cpu(flags):
 def test_text_stream_pieces_add_up_and_never_split_a_character(embedded, text):
     _, tokenizer = embedded
     ids = tokenizer.encode(text)
-    stream = M.TextStream(tokenizer)
+    stream = TextStream(tokenizer)
     pieces = [stream.add(token) for token in ids] + [stream.finish()]
     assert "".join(pieces) == tokenizer.decode(ids) == text
     assert not any("\ufffd" in piece for piece in pieces)
@@ -267,12 +269,12 @@ def test_llama3_format_masks_and_matches_its_jinja(tmp_path):
     assert tokenizer.decode(ids, skip_special_tokens=False).startswith(
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>")
     assert assistant_text(tokenizer, ids, mask) == "Use code.\n```python\nprint(3 + 4)\n```<|eot_id|><<<7>>><|eot_id|>"
-    config = dataclasses.replace(M.PRESETS["tiny"])
-    M.save_hf(random_model(config), tokenizer, tmp_path / "ckpt")
+    config = dataclasses.replace(PRESETS["tiny"])
+    save_hf(random_model(config), tokenizer, tmp_path / "ckpt")
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "ckpt")
     assert list(hf_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)) == \
         tokenizer.render_conversation(CONVERSATION)[0]
-    reloaded = M.load_tokenizer(tmp_path / "ckpt")
+    reloaded = load_tokenizer(tmp_path / "ckpt")
     assert reloaded.chat_format == "llama3" and reloaded.render_prompt(CONVERSATION[:1]) == tokenizer.render_prompt(CONVERSATION[:1])
 
 
@@ -287,15 +289,15 @@ def test_render_conversation_rejects_bad_roles(embedded):
 def test_sharded_export_loads_in_transformers_and_back(tmp_path):
     config = TINY_CONFIGS["gqa"]
     ours = random_model(config, seed=2)
-    out = M.save_hf(ours, byte_tokenizer(), tmp_path / "sharded", max_shard_bytes=100_000)
-    assert M.load_tokenizer(out).default_system == "You are a test."  # ChatML default survives the export
+    out = save_hf(ours, byte_tokenizer(), tmp_path / "sharded", max_shard_bytes=100_000)
+    assert load_tokenizer(out).default_system == "You are a test."  # ChatML default survives the export
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     tokens = torch.randint(0, config.vocab_size, (1, 30))
     with torch.no_grad():
         assert (ours(tokens) - theirs(tokens).logits).abs().max().item() < 1e-4
-        reloaded = M.load_model(out, device="cpu")
+        reloaded = load_model(out, device="cpu")
         assert (reloaded(tokens) - ours(tokens)).abs().max().item() < 1e-4
     for name, param in reloaded.named_parameters():
         assert torch.equal(param, ours.get_parameter(name)), name
@@ -303,7 +305,7 @@ def test_sharded_export_loads_in_transformers_and_back(tmp_path):
 
 def test_embedded_model_exports_and_reloads(embedded, tmp_path):
     model, tokenizer = embedded
-    out = M.save_hf(model, tokenizer, tmp_path / "smol")
+    out = save_hf(model, tokenizer, tmp_path / "smol")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     assert list(hf_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)) == \
@@ -317,42 +319,42 @@ def test_embedded_model_exports_and_reloads(embedded, tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        M.load_model(tmp_path / "nowhere")
+        load_model(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        M.load_model(tmp_path / "empty")
+        load_model(tmp_path / "empty")
 
 
 def test_unknown_config_fields_are_named(tmp_path):
-    out = M.save_hf(random_model(M.PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
+    out = save_hf(random_model(PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
     config = json.loads((out / "config.json").read_text())
     config["sliding_window_size"] = 4096
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json.*sliding_window_size"):
-        M.load_model(out)
+        load_model(out)
 
 
 def test_mismatched_tensors_are_named(tmp_path):
     from safetensors.torch import load_file, save_file
-    out = M.save_hf(random_model(M.PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
+    out = save_hf(random_model(PRESETS["tiny"]), byte_tokenizer(), tmp_path / "ckpt")
     state = load_file(out / "model.safetensors")
     renamed = dict(state)
     renamed["model.layers.0.self_attn.query.weight"] = renamed.pop("model.layers.0.self_attn.q_proj.weight")
     save_file(renamed, out / "model.safetensors")
     with pytest.raises(ValueError, match=r"missing \['model.layers.0.self_attn.q_proj.weight'\].*query"):
-        M.load_model(out)
+        load_model(out)
     reshaped = dict(state)
     reshaped["model.norm.weight"] = torch.ones(3)
     save_file(reshaped, out / "model.safetensors")
     with pytest.raises(ValueError, match=r"model.norm.weight has shape \(3,\)"):
-        M.load_model(out)
+        load_model(out)
 
 
 def test_empty_and_overlong_prompts_are_rejected():
-    model = random_model(M.PRESETS["tiny"])
+    model = random_model(PRESETS["tiny"])
     with pytest.raises(ValueError, match="empty"):
-        M.generate(model, [[]], 4)
+        generate(model, [[]], 4)
     with pytest.raises(ValueError, match="context"):
-        M.generate(model, [[1] * 250], 10)
+        generate(model, [[1] * 250], 10)
     with pytest.raises(ValueError, match="token ids"):
-        M.generate(model, [[100_000]], 4)
+        generate(model, [[100_000]], 4)

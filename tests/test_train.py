@@ -14,7 +14,8 @@ import pytest
 import torch
 from conftest import ROOT, byte_tokenizer
 
-import model as M
+from checkpoints import load_model, load_tokenizer, save_hf
+from model import PRESETS, Transformer
 import train_dpo as D
 import train_sft as S
 
@@ -34,9 +35,9 @@ def metrics(out) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A random tiny-preset model with the byte tokenizer, saved as an HF folder."""
-    model = M.Transformer(M.PRESETS["tiny"])
+    model = Transformer(PRESETS["tiny"])
     model.init_weights(generator=torch.Generator().manual_seed(0))
-    return M.save_hf(model, byte_tokenizer(), tmp_path_factory.mktemp("tiny") / "ckpt")
+    return save_hf(model, byte_tokenizer(), tmp_path_factory.mktemp("tiny") / "ckpt")
 
 
 TINY_ARGS = ["--steps", "3", "--batch-size", "1", "--seq-len", "256", "--lr", "1e-3"]
@@ -102,7 +103,7 @@ def test_sft_loss_is_the_token_mean_over_the_whole_accumulated_batch():
 def test_sft_loss_matches_cross_entropy_on_full_logits(tiny_checkpoint):
     """TokenLogProbs (head only on supervised positions) against F.cross_entropy on the model's
     full logits with ignore_index."""
-    model = M.load_model(tiny_checkpoint, "cpu", torch.float32)
+    model = load_model(tiny_checkpoint, "cpu", torch.float32)
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 256, (2, 12), generator=generator)
     targets = torch.where(torch.rand(2, 12, generator=generator) < 0.5, torch.roll(tokens, -1, 1), S.IGNORE)
@@ -150,7 +151,7 @@ def test_training_flops_agree_with_torch_flop_counter(tiny_checkpoint):
     half we count is what flash attention computes."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
-    model = S.TokenLogProbs(M.load_model(tiny_checkpoint, "cpu", torch.float32))
+    model = S.TokenLogProbs(load_model(tiny_checkpoint, "cpu", torch.float32))
     config, T = model.model.config, 32
     tokens = torch.randint(0, 256, (1, T))
     targets = torch.roll(tokens, -1, 1)
@@ -281,7 +282,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_checkpoint, tmp_p
     def values(rows):
         return [(m["loss"], m["grad_norm"], m["lr"]) for m in rows]
     assert values(split) == values(whole)
-    a, b = M.load_model(tmp_path / "whole" / "final", "cpu"), M.load_model(tmp_path / "split" / "final", "cpu")
+    a, b = load_model(tmp_path / "whole" / "final", "cpu"), load_model(tmp_path / "split" / "final", "cpu")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -351,7 +352,7 @@ def test_torchrun_two_ranks_match_one_process(tiny_checkpoint, tmp_path, script,
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
 
 
-def _set_loss(model: M.Transformer, task: S.SFTTask) -> float:
+def _set_loss(model: Transformer, task: S.SFTTask) -> float:
     """Mean NLL of all assistant tokens of the data set."""
     batch = task.collate(list(range(len(task.examples))), "cpu")
     with torch.no_grad():
@@ -366,7 +367,7 @@ def test_sft_on_embedded_model_lowers_loss_and_exports_for_transformers(embedded
     S.main(["--init", "embedded", "--data", str(DATA / "sft_small.jsonl"), "--out", str(out), "--steps", "4",
             "--batch-size", "4", "--seq-len", "256", "--lr", "1e-4", "--warmup-ratio", "0"])
     task = S.SFTTask([DATA / "sft_small.jsonl"], tokenizer, 256)
-    trained = M.load_model(out / "final", "cpu", torch.float32)
+    trained = load_model(out / "final", "cpu", torch.float32)
     before, after = _set_loss(initial, task), _set_loss(trained, task)
     assert after < 0.5 * before, (before, after)
     assert metrics(out)[-1]["loss"] < metrics(out)[0]["loss"]
@@ -375,7 +376,7 @@ def test_sft_on_embedded_model_lowers_loss_and_exports_for_transformers(embedded
     ids = torch.tensor([task.examples[0][0].tolist()])
     with torch.no_grad():
         assert (hf(ids).logits - trained(ids)).abs().max().item() < 1e-3
-    assert M.load_tokenizer(out / "final").render_conversation(
+    assert load_tokenizer(out / "final").render_conversation(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]) == tokenizer.render_conversation(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
 
