@@ -20,6 +20,8 @@ TINY_CONFIGS = {
     "gqa": PRESETS["tiny"],
     "gqa-llama3-rope": dataclasses.replace(PRESETS["tiny"], rope_scaling=(8.0, 1.0, 4.0, 32), max_seq_len=512),
     "tied": dataclasses.replace(PRESETS["tiny"], tie_embeddings=True, n_kv_heads=1),
+    "qwen2": dataclasses.replace(PRESETS["tiny"], qkv_bias=True, rope_theta=1e6, norm_eps=1e-6),
+    "qwen2-tied": dataclasses.replace(PRESETS["tiny"], qkv_bias=True, tie_embeddings=True),
 }
 
 
@@ -36,6 +38,11 @@ def test_tiny_random_logits_match_transformers_after_save_hf(name, tmp_path):
     ours = random_model(config)
     save_hf(ours, byte_tokenizer(), tmp_path / "ckpt")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32).eval()
+    expected = "Qwen2ForCausalLM" if config.qkv_bias else "LlamaForCausalLM"
+    assert type(theirs).__name__ == expected
+    if config.qkv_bias:  # the biases are real, random and carried over
+        bias = theirs.model.layers[0].self_attn.k_proj.bias
+        assert bias.abs().sum() > 0 and torch.equal(bias, ours.layers[0].attention.wqkv.bias[64:96])
     tokens = torch.randint(0, config.vocab_size, (2, 200 if config.rope_scaling else 40))
     with torch.no_grad():
         diff = (ours(tokens) - theirs(tokens).logits).abs().max().item()
