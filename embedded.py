@@ -63,6 +63,11 @@ def is_embedded(name) -> bool:
     return name in (None, "embedded") or name in REGISTRY
 
 
+def embedded_name(name) -> str:
+    """The registry name that an embedded model's name ('embedded', None or a name) means."""
+    return _entry(name).name
+
+
 def _entry(name: str | None) -> EmbeddedModel:
     name = DEFAULT if name in (None, "embedded") else name
     if name not in REGISTRY:

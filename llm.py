@@ -8,7 +8,7 @@
 Backends:
 - OpenAIClient: raw HTTP to any OpenAI-compatible `{base_url}/chat/completions`.
 - AnthropicClient: raw HTTP to the Messages API, the system prompt passed separately.
-- LocalClient: a checkpoint (HF directory, .gguf or the embedded SmolLM2-135M) run
+- LocalClient: a checkpoint (HF directory, .gguf or an embedded model by name) run
   in-process, loaded once and shared by every LocalClient of the same checkpoint.
 
 make_client picks the backend; the rule is in its docstring. The HTTP clients retry connection
@@ -33,7 +33,7 @@ from typing import Callable
 import requests
 
 from checkpoints import load_model, load_tokenizer
-from embedded import resolve_checkpoint
+from embedded import embedded_name, is_embedded, resolve_checkpoint
 from generate import generate, TextStream
 from model import Transformer
 from tokenizer import ChatTokenizer
@@ -50,6 +50,10 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to this, whatever backoff_cap is
 REQUEST_TIMEOUT_S = 600.0
+# What a role runs when it has no key and no base URL: the smallest embedded model that really
+# solves tasks by writing code (SmolLM2-135M, "embedded", serves tests). Chosen by measurement:
+# see BENCHMARKS.md.
+DEMO_MODEL = "qwen2.5-coder-0.5b"
 RETRY_STATUSES = {408, 409, 429}  # and every 5xx
 
 # Models that take no sampling parameters (spec A.7: o1-family, DeepSeek-R1), recognised by the
@@ -529,7 +533,8 @@ def stop_prefix_length(text: str, stop) -> int:
 class LocalClient(LLMClient):
     """A checkpoint run in-process with its own chat template (render_prompt).
 
-    ckpt: "embedded" (SmolLM2-135M-Instruct), an HF checkpoint directory or a .gguf file. It is
+    ckpt: an embedded model's name (embedded.REGISTRY; "embedded" is SmolLM2-135M-Instruct), an
+    HF checkpoint directory or a .gguf file. It is
     loaded on first use, once per process, and shared by all LocalClients of that checkpoint;
     or pass an already loaded `transformer` and `tokenizer`. Chats that threads send to one
     model at the same time are generated together in batches (see _Resident).
@@ -546,7 +551,7 @@ class LocalClient(LLMClient):
                  top_p=1.0, top_k=None, max_tokens=DEFAULT_MAX_TOKENS, seed=None, stop=None):
         if (transformer is None) != (tokenizer is None):
             raise ValueError("pass both transformer and tokenizer, or neither")
-        default_name = "smollm2-135m-instruct" if ckpt in (None, "embedded") else Path(ckpt).name
+        default_name = embedded_name(ckpt) if is_embedded(ckpt) else Path(ckpt).name
         super().__init__(name or default_name, temperature=temperature, top_p=top_p, top_k=top_k,
                          max_tokens=max_tokens, seed=seed, stop=stop)
         self.ckpt, self.device, self.dtype = ckpt, device, dtype
@@ -629,7 +634,7 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
     3. a base URL (base_url or $OPENAI_BASE_URL), with or
        without a key                                         -> OpenAIClient at that URL
     4. not claude and an OpenAI key (api_key or $OPENAI_API_KEY) -> OpenAIClient at api.openai.com
-    5. otherwise (no key, no base URL)                       -> LocalClient("embedded"), with
+    5. otherwise (no key, no base URL)                       -> LocalClient(DEMO_MODEL), with
        `fallback_reason` saying why, so the caller can tell the user once.
 
     `options` go to the chosen client's constructor (sampling defaults, timeout, retries, ...)."""
@@ -641,7 +646,7 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
         return AnthropicClient(model, api_key=api_key, **anthropic_options)
     if base_url or os.environ.get("OPENAI_BASE_URL") or (not claude and (api_key or os.environ.get("OPENAI_API_KEY"))):
         return OpenAIClient(model or "gpt-4o", base_url=base_url, api_key=api_key, **options)
-    client = LocalClient("embedded", **_local_options(options))
+    client = LocalClient(DEMO_MODEL, **_local_options(options))
     wanted = "ANTHROPIC_API_KEY" if claude else "OPENAI_API_KEY or OPENAI_BASE_URL"
     client.fallback_reason = (f"no {wanted} is set, so {model or 'the LLM'} is replaced by the embedded "
                               f"{client.model}")

@@ -172,7 +172,7 @@ def test_client_is_a_plain_chat_callable():
 def test_make_client_backend_rule(monkeypatch, tmp_path):
     assert isinstance(llm.make_client("gpt-4o", ckpt=tmp_path), llm.LocalClient)
     fallback = llm.make_client("gpt-4o")
-    assert isinstance(fallback, llm.LocalClient) and fallback.ckpt == "embedded"
+    assert isinstance(fallback, llm.LocalClient) and fallback.ckpt == llm.DEMO_MODEL == fallback.model
     assert "OPENAI_API_KEY" in fallback.fallback_reason
     assert isinstance(llm.make_client("claude-3-5-sonnet"), llm.LocalClient)
     local_server = llm.make_client("qwen", base_url="http://127.0.0.1:8000/v1")
