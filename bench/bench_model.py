@@ -1,13 +1,17 @@
 """Prefill and greedy-decode throughput of model.py against transformers on the same weights.
 
     python bench/bench_model.py                     # embedded SmolLM2-135M, fp32, CPU
+    python bench/bench_model.py --model qwen2.5-coder-1.5b --batch 1 8   # an embedded model by name
     python bench/bench_model.py --llama8b           # Llama-3-8B-shaped random bf16 weights, CUDA
     python bench/bench_model.py --matvec            # CPU: one row times each embedded weight shape
 
 Prefill = generate(max_new_tokens=1) on a prompt of --prompt-len tokens (the cache is built as in
 real use). Decode tokens/s = (N - 1) * batch / (time of N new tokens - time of 1). The 8B run also
 reports decode at batch 1 against the memory-bandwidth limit: weight bytes / HBM bandwidth, with
-the bandwidth measured on the spot by a device-to-device copy.
+the bandwidth measured on the spot by a device-to-device copy. On the CPU the same limit is the
+bytes of weights one token reads (every matrix once; of the embedding table one row) over the
+bandwidth of a large copy; with `llama-cpp-python` installed the same GGUF is also run by
+llama.cpp (greedy, the same number of threads), never a dependency.
 """
 
 import argparse
@@ -20,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from checkpoints import config_to_hf, hf_state_dict, load_model  # noqa: E402
-from embedded import fetch  # noqa: E402
+from embedded import resolve_checkpoint  # noqa: E402
 from generate import generate  # noqa: E402
 from model import linear, ModelConfig, PRESETS, Transformer  # noqa: E402
 
@@ -60,12 +64,41 @@ def measure(run, batch: int, prompt_len: int, new_tokens: int, repeats: int) -> 
             "decode_step_ms": 1000 * (tn - t1) / (new_tokens - 1)}
 
 
-def hbm_bandwidth() -> float:
-    """Bytes/s of a large device-to-device copy, counting bytes read plus written."""
-    x = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a large copy on `device`, counting bytes read plus written."""
+    x = torch.ones(2**30 if device == "cuda" else 2**29, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     seconds = timed(lambda: y.copy_(x), 10)
     return 2 * x.numel() / seconds
+
+
+def bytes_read_per_token(model: Transformer) -> int:
+    """Weight bytes one decode step reads: every parameter once, except the embedding table, of
+    which one row is read (unless it is also the LM head)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    if model.output is not None:
+        table = model.tok_embeddings.weight
+        total -= table.numel() * table.element_size() * (1 - 1 / table.shape[0])
+    return int(total)
+
+
+def llama_cpp_decode(path: Path, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict | None:
+    """Greedy decode tokens/s of llama.cpp on the same GGUF at batch 1, or None if not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(path), n_ctx=len(prompts[0]) + new_tokens + 8, n_threads=torch.get_num_threads(),
+                n_batch=512, verbose=False)
+
+    def run(n):
+        def generate_n():
+            llm.reset()
+            llm.eval(prompts[0])
+            for _ in range(n):
+                llm.eval([llm.sample(temp=0.0)])
+        return generate_n
+    return measure(run, 1, len(prompts[0]), new_tokens, repeats)
 
 
 def matvec_table(config: ModelConfig, rows: int = 1):
@@ -101,6 +134,7 @@ def read_rate(matmul, x, weights) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama8b", action="store_true", help="Llama-3-8B shape, random bf16 weights, CUDA")
+    parser.add_argument("--model", default="embedded", help="embedded model name or checkpoint path (CPU runs)")
     parser.add_argument("--prompt-len", type=int, default=500)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -126,7 +160,7 @@ def main():
                     "ours (compile + cuda graph)": {"compile": True}}
     else:
         device, dtype = "cpu", torch.float32
-        path = fetch()
+        path = resolve_checkpoint(args.model)
         ours = load_model(path, device=device, dtype=dtype)
         config = ours.config
         variants = {"ours": {}}
@@ -163,6 +197,10 @@ def main():
         if hf_model is not None:
             results["transformers"] = measure(hf_runner(hf_model, prompts), batch, args.prompt_len,
                                               args.new_tokens, args.repeats)
+        if batch == 1 and not args.llama8b and path.suffix == ".gguf":
+            llama_cpp = llama_cpp_decode(path, prompts, args.new_tokens, args.repeats)
+            if llama_cpp is not None:
+                results["llama.cpp (same GGUF)"] = llama_cpp
         for name, r in results.items():
             rows.append((batch, name, r))
 
@@ -176,12 +214,12 @@ def main():
         print(f"{batch:>5} {name:<30} {r['prefill_tok_s']:>14.1f} {r['decode_tok_s']:>13.1f} "
               f"{r['decode_step_ms']:>8.2f} {ratio_p:>9} {ratio_d:>9}")
 
-    if args.llama8b:
-        weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-        bandwidth = hbm_bandwidth()
+    if 1 in args.batch:
+        weight_bytes = bytes_read_per_token(ours)
+        bandwidth = copy_bandwidth(device)
         limit = bandwidth / weight_bytes
-        print(f"\nweights {weight_bytes / 1e9:.2f} GB, measured copy bandwidth {bandwidth / 1e12:.2f} TB/s "
-              f"-> batch-1 decode limit {limit:.1f} tok/s")
+        print(f"\nweights read per token {weight_bytes / 1e9:.2f} GB, measured copy bandwidth "
+              f"{bandwidth / 1e9:.1f} GB/s -> batch-1 decode limit {limit:.1f} tok/s")
         for batch, name, r in rows:
             if batch == 1:
                 print(f"  {name:<30} {r['decode_tok_s']:7.1f} tok/s = {100 * r['decode_tok_s'] / limit:5.1f}% of the limit")
