@@ -46,7 +46,7 @@ CHECK_CODE_TRIES = 5           # ... and replies asked for per round until one h
 # Sandbox limits. Ours: the original ran the code with no limit but the timeout.
 MEMORY_LIMIT_BYTES = 2 * 1024**3        # address space per process; a 4 GB allocation raises MemoryError
 TOTAL_MEMORY_LIMIT_BYTES = 4 * 1024**3  # all of a run's processes and tmpfs files together (where a cgroup is)
-MAX_PROCESSES = 128                     # tasks (threads count too) the code may have at once
+MAX_PROCESSES = 128                     # tasks (threads count too) a run may have at once, bwrap's two included
 MAX_FILE_BYTES = 16 * 1024**2           # largest file the code may write
 MAX_OUTPUT_BYTES = 1024**2              # kept per stream; the rest is read and dropped
 DRAIN_GRACE_S = 0.5                     # after the kill, how long to wait for the pipes to close
@@ -125,8 +125,9 @@ def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int 
       capabilities (inside its user namespace; the kernel still counts it as our user outside);
     - a filesystem of its own: read-only /usr, /lib*, /bin, the dynamic linker's cache and the Python installation
       with its site-packages (numpy and the like import); a fresh /proc showing only the sandbox's processes (so no
-      /proc/<pid>/environ of ours); a minimal /dev; an empty tmpfs /tmp; no /sys, /root, /home, /etc, repository;
-      the run directory, at the same path as outside, is the only host directory it can write;
+      /proc/<pid>/environ of ours); a minimal /dev; an empty tmpfs /tmp of max_file_bytes; nothing else of the host
+      (no /sys, /home, repository; of /etc and /root only what is listed); the run directory, at the same path as
+      outside, is the only host directory it can write;
     - no network: only a loopback interface of its own;
     - when its main process exits or we kill bwrap, the PID namespace's init dies and the kernel kills every
       process of the sandbox (--die-with-parent also covers our own death).
@@ -137,7 +138,7 @@ def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int 
     - the timeout is wall clock: the child is SIGKILLed at it, and the call returns within timeout + 1 s
       (cleanup waits at most DRAIN_GRACE_S for the pipes and DRAIN_GRACE_S per cgroup);
     - `python -I` (no user site, no PYTHON* variables), stdin closed, an environment of PATH, LANG, and HOME and
-      TMPDIR both pointing at the run directory (no API keys);
+      TMPDIR both pointing at the run directory (no API keys; bwrap adds PWD);
     - per process (prlimit, inherited by everything in the run): address space <= memory_bytes (allocations fail
       with MemoryError), CPU <= timeout + 1 s, files written <= max_file_bytes ("File too large"), no core dumps;
     - at most max_output_bytes kept per stream; the rest is drained so the child never blocks;
@@ -160,7 +161,7 @@ def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int 
         script.write_text(code, encoding="utf-8", errors="replace")
         command = [sys.executable, "-I", str(script)]
         if not problem:
-            command = _bwrap_args(workdir) + command
+            command = _bwrap_args(workdir, max_file_bytes) + command
         # No preexec_fn: a fork of our (large, threaded) process per run is slow and unsafe, so a shell joins the
         # cgroups and prlimit sets the limits, each exec'ing the next.
         command = _cgroup_joiner(cgroups) + _prlimit_args(timeout, memory_bytes, max_processes, max_file_bytes) \
@@ -226,8 +227,8 @@ def sandbox_problem() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     with tempfile.TemporaryDirectory(prefix="codesteer-probe-") as workdir:
         try:
-            probe = subprocess.run(_bwrap_args(Path(workdir)) + [sys.executable, "-I", "-c", "pass"],
-                                   env={"PATH": os.defpath}, capture_output=True, text=True, timeout=30)
+            probe = subprocess.run(_bwrap_args(Path(workdir), MAX_FILE_BYTES) + [sys.executable, "-I", "-c", "pass"],
+                                   capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return "bwrap did not start a sandbox within 30 s"
     if probe.returncode != 0:
@@ -236,12 +237,13 @@ def sandbox_problem() -> str | None:
     return None
 
 
-def _bwrap_args(workdir: Path) -> list[str]:
-    """bwrap and its options, up to the command: see run_python for what they give."""
+def _bwrap_args(workdir: Path, tmp_bytes: int) -> list[str]:
+    """bwrap and its options, up to the command: see run_python for what they give. The tmpfs /tmp holds at most
+    tmp_bytes: its pages are memory, which only a cgroup would cap otherwise."""
     # --unshare-all only tries the user namespace; ask for it outright so that a failure is an error.
     return ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), *_read_only_view(),
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
             "--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
 
 

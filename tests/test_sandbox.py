@@ -124,6 +124,17 @@ def test_nothing_is_written_outside_the_run_dir():
 
 
 @needs_sandbox
+def test_scratch_tmp_holds_at_most_max_file_bytes():
+    # Its pages are memory: many files each under the file size limit must not fill the host's RAM.
+    code = ("for n in range(4):\n"
+            "    try:\n"
+            "        open(f'/tmp/{n}', 'wb').write(b'x' * 400 * 1024)\n"
+            "    except OSError as error:\n"
+            "        print(n, error.strerror)\n")
+    assert run_python(code, max_file_bytes=1024**2).stdout == "2 No space left on device\n3 No space left on device\n"
+
+
+@needs_sandbox
 def test_a_concurrent_run_dir_is_invisible():
     secret = uuid.uuid4().hex
     # The first run writes its secret and waits (at most 10 s) for the host to say the second run is over.
@@ -244,6 +255,13 @@ def test_missing_sandbox_refuses_to_run_without_the_flag(monkeypatch):
     assert "UNSANDBOXED" in configure_executor(allow_unsafe=True)
     result = run_python("import os\nprint(os.getuid() == os.geteuid(), os.path.exists('/proc/1/environ'))")
     assert result.stdout == "True True\n"  # the host's /proc: not sandboxed, as the warning says
+
+
+def test_start_up_warns_where_no_cgroup_caps_the_run(monkeypatch):
+    monkeypatch.setattr(checkers, "UNSAFE_EXECUTOR", False)
+    monkeypatch.setattr(checkers, "sandbox_problem", lambda: None)
+    monkeypatch.setattr(checkers, "_cgroup_parents", lambda: ())
+    assert "capped per process only" in configure_executor(allow_unsafe=False)
 
 
 def test_steer_refuses_at_start_up_without_bwrap(tmp_path):
