@@ -334,7 +334,7 @@ def _kill_process_group(pgid: int):
 
 
 # The first thing a run executes: join each cgroup named before "--" ("0" moves the writing process), then become
-# the command after it. A shell costs ~1 ms; a preexec_fn would fork our whole process instead of vfork'ing it.
+# the command after it, so that every process of the run is born inside.
 JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 

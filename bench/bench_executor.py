@@ -2,7 +2,10 @@
 unsandboxed path (what --unsafe-executor falls back to: the same limits and cgroups, no bwrap) and as a bare
 subprocess.run, alternated in one run so that all three see the same load.
 
-    python bench/bench_executor.py [--runs 30]
+    python bench/bench_executor.py [--runs 30] [--parent-gb 2]
+
+--parent-gb makes this process hold that much memory first, as steer.py does with a model loaded: run_python
+spawns without a preexec_fn, so its cost must not grow with the size of the caller.
 
 Target: sandboxed median under 60 ms.
 """
@@ -34,9 +37,12 @@ def sandboxed_run():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
-    runs = parser.parse_args().runs
+    parser.add_argument("--parent-gb", type=float, default=0, help="memory this process holds (touched) meanwhile")
+    args = parser.parse_args()
+    runs, ballast = args.runs, b"x" * int(args.parent_gb * 1024**3)  # noqa: F841 (held until the end)
     problem = checkers.sandbox_problem()
-    print(f"sandbox: {problem or 'bubblewrap'}; memory and pids cgroups in use: {bool(checkers._cgroup_parents())}")
+    print(f"sandbox: {problem or 'bubblewrap'}; memory and pids cgroups in use: {bool(checkers._cgroup_parents())}; "
+          f"this process holds {len(ballast) / 1024**3:.1f} GB")
     timings = {"bare subprocess.run": (bare_run, []), "run_python, old path (no sandbox)": (unsandboxed_run, [])}
     if not problem:
         timings["run_python, bubblewrap sandbox"] = (sandboxed_run, [])
