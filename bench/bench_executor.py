@@ -39,7 +39,7 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--parent-gb", type=float, default=0, help="memory this process holds (touched) meanwhile")
     args = parser.parse_args()
-    runs, ballast = args.runs, b"x" * int(args.parent_gb * 1024**3)  # noqa: F841 (held until the end)
+    runs, ballast = args.runs, b"x" * int(args.parent_gb * 1024**3)  # held until the end
     problem = checkers.sandbox_problem()
     print(f"sandbox: {problem or 'bubblewrap'}; memory and pids cgroups in use: {bool(checkers._cgroup_parents())}; "
           f"this process holds {len(ballast) / 1024**3:.1f} GB")
