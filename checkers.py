@@ -1,7 +1,8 @@
 """Everything done to the TaskLLM's code: extract it, run it in a sandbox, analyse it, self-check the answer.
 
 Spec Part A: the execution feedback of the loop (A.3 step 1), the Symbolic Checker (A.4), the Self-answer
-Checker (A.5) and the code run behind final-answer extraction (A.6 step 1). Linux only (pidfd, rlimits, cgroups).
+Checker (A.5) and the code run behind final-answer extraction (A.6 step 1). Linux only: the sandbox is bubblewrap
+(`bwrap`), with prlimit (util-linux), pidfd and, where writable, cgroups.
 Imports nothing from the project.
 
     code = extract_code(task_reply)
@@ -23,6 +24,7 @@ import resource
 import selectors
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -42,11 +44,12 @@ CHECK_ROUNDS = 3               # Self-answer Checker: rounds of "write checking 
 CHECK_CODE_TRIES = 5           # ... and replies asked for per round until one holds code
 
 # Sandbox limits. Ours: the original ran the code with no limit but the timeout.
-MEMORY_LIMIT_BYTES = 2 * 1024**3     # address space per process; a 4 GB allocation raises MemoryError
-MAX_PROCESSES = 128                  # tasks (threads count too) the code may have at once
-MAX_FILE_BYTES = 16 * 1024**2        # largest file the code may write
-MAX_OUTPUT_BYTES = 1024**2           # kept per stream; the rest is read and dropped
-DRAIN_GRACE_S = 0.5                  # after the kill, how long to wait for the pipes to close
+MEMORY_LIMIT_BYTES = 2 * 1024**3        # address space per process; a 4 GB allocation raises MemoryError
+TOTAL_MEMORY_LIMIT_BYTES = 4 * 1024**3  # all of a run's processes and tmpfs files together (where a cgroup is)
+MAX_PROCESSES = 128                     # tasks (threads count too) a run may have at once, bwrap's two included
+MAX_FILE_BYTES = 16 * 1024**2           # largest file the code may write
+MAX_OUTPUT_BYTES = 1024**2              # kept per stream; the rest is read and dropped
+DRAIN_GRACE_S = 0.5                     # after the kill, how long to wait for the pipes to close
 
 ANSWER_NAMES = ("result", "Answer", "answer")
 PATH_PLANNING_ANSWER_NAMES = ("Waypoints", "waypoints", "trajectory")
@@ -101,57 +104,73 @@ class _CappedCapture:
         self.truncated |= len(chunk) > room
 
 
-def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int = MEMORY_LIMIT_BYTES,
-               max_processes: int = MAX_PROCESSES, max_file_bytes: int = MAX_FILE_BYTES,
-               max_output_bytes: int = MAX_OUTPUT_BYTES) -> ExecResult:
-    """Run `code` as a script in a fresh interpreter and a throw-away working directory.
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap cannot run here and the caller did not accept the unsandboxed fallback."""
 
-    Guaranteed:
+
+# Set by configure_executor (steer.py --unsafe-executor): where the sandbox cannot run, run the code anyway with
+# the per-process limits only. Never set silently: run_python refuses otherwise.
+UNSAFE_EXECUTOR = False
+SANDBOX_UID = 65534                  # "nobody" inside the sandbox's user namespace
+UNSAFE_FLAG = "--unsafe-executor"
+
+
+def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int = MEMORY_LIMIT_BYTES,
+               total_memory_bytes: int = TOTAL_MEMORY_LIMIT_BYTES, max_processes: int = MAX_PROCESSES,
+               max_file_bytes: int = MAX_FILE_BYTES, max_output_bytes: int = MAX_OUTPUT_BYTES) -> ExecResult:
+    """Run `code` as a script in a fresh interpreter inside a bubblewrap sandbox, in a throw-away run directory.
+
+    The sandbox (kernel namespaces, set up by bwrap):
+    - own user, PID, mount, network, IPC, UTS and cgroup namespaces; the code runs as uid/gid 65534 with no
+      capabilities (inside its user namespace; the kernel still counts it as our user outside);
+    - a filesystem of its own: read-only /usr, /lib*, /bin, the dynamic linker's cache and the Python installation
+      with its site-packages (numpy and the like import); a fresh /proc showing only the sandbox's processes (so no
+      /proc/<pid>/environ of ours); a minimal /dev; an empty tmpfs /tmp of max_file_bytes; nothing else of the host
+      (no /sys, /home, repository; of /etc and /root only what is listed); the run directory, at the same path as
+      outside, is the only host directory it can write;
+    - no network: only a loopback interface of its own;
+    - when its main process exits or we kill bwrap, the PID namespace's init dies and the kernel kills every
+      process of the sandbox (--die-with-parent also covers our own death).
+    Refused (SandboxUnavailable) where bwrap or the kernel's namespaces are missing, unless UNSAFE_EXECUTOR is set
+    (configure_executor): then the code runs as our user with the limits below only.
+
+    Also guaranteed:
     - the timeout is wall clock: the child is SIGKILLed at it, and the call returns within timeout + 1 s
-      (cleanup waits at most DRAIN_GRACE_S for the pipes and DRAIN_GRACE_S for the cgroup);
-    - the child runs `python -I` (no user site, no PYTHON* variables) in its own session, with stdin closed and
-      an environment of PATH, LANG, and HOME and TMPDIR both pointing at the working directory (no API keys);
-    - its whole process group is SIGKILLed on timeout and also after a normal exit, so background children die;
-    - per process: address space <= memory_bytes (allocations fail with MemoryError), CPU <= timeout + 1 s,
-      files written <= max_file_bytes (the write fails with "File too large"), no core dumps;
+      (cleanup waits at most DRAIN_GRACE_S for the pipes and DRAIN_GRACE_S per cgroup);
+    - `python -I` (no user site, no PYTHON* variables), stdin closed, an environment of PATH, LANG, and HOME and
+      TMPDIR both pointing at the run directory (no API keys; bwrap adds PWD);
+    - per process (prlimit, inherited by everything in the run): address space <= memory_bytes (allocations fail
+      with MemoryError), CPU <= timeout + 1 s, files written <= max_file_bytes ("File too large"), no core dumps;
     - at most max_output_bytes kept per stream; the rest is drained so the child never blocks;
-    - the working directory is deleted afterwards.
-    Process count (fork bombs), best available of:
-    - root with a writable cgroup-v1 pids hierarchy: the child runs in its own pids cgroup capped at
-      max_processes tasks, and everything in it is killed at the end, even processes that left the group (setsid);
-    - not root: RLIMIT_NPROC at the user's current task count + max_processes (the kernel counts all of the
-      user's threads); processes that left the group survive;
-    - root without such a cgroup: no cap (the kernel ignores RLIMIT_NPROC for root). A fork bomb runs until the
-      deadline, then the group kill ends it; processes that left the group survive.
-    Not isolated: the filesystem (the code runs as our user), the network, memory summed over processes.
+    - the run directory is deleted afterwards.
+    The whole run's memory (total_memory_bytes: processes and tmpfs files; over it the kernel's OOM killer ends one
+    of them) and task count (max_processes), where a cgroup can be created (root on a host or VM, not a container
+    with a read-only cgroup filesystem): the run enters its own cgroup(s) before bwrap starts, cannot leave them (no
+    /sys inside, no privilege), and everything in them is killed, and waited for, before the call returns. Without
+    such a cgroup, the equivalent is weaker: a non-root user gets RLIMIT_NPROC at its current task count +
+    max_processes (root is exempt); memory is only capped per process; processes end with the PID namespace.
     """
+    problem = sandbox_problem()
+    if problem and not UNSAFE_EXECUTOR:
+        raise SandboxUnavailable(_refusal(problem))
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="codesteer-run-"))
-    cgroup = _new_pids_cgroup(max_processes)
-    cgroup_procs = None
-    limits = [(resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, math.ceil(timeout) + 1),
-              (resource.RLIMIT_FSIZE, max_file_bytes), (resource.RLIMIT_CORE, 0)]
-    if os.getuid() != 0:
-        limits.append((resource.RLIMIT_NPROC, _tasks_of_user(os.getuid()) + max_processes))
-    limits = [(kind, _within_hard_limit(kind, value)) for kind, value in limits]
-
-    def confine_child():  # runs in the child between fork and exec: keep it to plain system calls
-        for kind, value in limits:
-            resource.setrlimit(kind, value)
-        if cgroup_procs is not None:
-            os.write(cgroup_procs, b"0")  # "0" moves the writing process
-
+    cgroups = _new_cgroups(max_processes, total_memory_bytes)
     try:
-        if cgroup:
-            cgroup_procs = os.open(cgroup / "cgroup.procs", os.O_WRONLY)
         script = workdir / "main.py"
         script.write_text(code, encoding="utf-8", errors="replace")
+        command = [sys.executable, "-I", str(script)]
+        if not problem:
+            command = _bwrap_args(workdir, max_file_bytes) + command
+        # No preexec_fn: a fork of our (large, threaded) process per run is slow and unsafe, so a shell joins the
+        # cgroups and prlimit sets the limits, each exec'ing the next.
+        command = _cgroup_joiner(cgroups) + _prlimit_args(timeout, memory_bytes, max_processes, max_file_bytes) \
+            + command
         env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
                "HOME": str(workdir), "TMPDIR": str(workdir)}
         stdout, stderr = _CappedCapture(max_output_bytes), _CappedCapture(max_output_bytes)
-        with subprocess.Popen([sys.executable, "-I", str(script)], cwd=workdir, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True, preexec_fn=confine_child) as process, \
+        with subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True) as process, \
                 selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ, stdout)
             selector.register(process.stderr, selectors.EVENT_READ, stderr)
@@ -160,19 +179,122 @@ def run_python(code: str, timeout: float = EXEC_TIMEOUT_S, *, memory_bytes: int 
             finally:
                 # The child is not reaped yet, so its pid still names its group: no risk of hitting a stranger.
                 _kill_process_group(process.pid)
-                if cgroup:
+                for cgroup in cgroups:
                     _kill_cgroup(cgroup)
             _pump(selector, time.monotonic() + DRAIN_GRACE_S)
+        returncode = process.returncode
+        if not problem and 128 < returncode < 128 + signal.NSIG:  # bwrap reports death by signal N as 128 + N
+            returncode = 128 - returncode
         return ExecResult(stdout=stdout.data.decode("utf-8", errors="replace"),
                           stderr=stderr.data.decode("utf-8", errors="replace"),
-                          returncode=process.returncode, timed_out=not exited,
+                          returncode=returncode, timed_out=not exited,
                           seconds=time.monotonic() - started, truncated=stdout.truncated or stderr.truncated)
     finally:
-        if cgroup_procs is not None:
-            os.close(cgroup_procs)
-        if cgroup:
+        for cgroup in cgroups:
             _kill_cgroup(cgroup)  # no-op after a run; removes the cgroup when Popen failed
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def configure_executor(allow_unsafe: bool) -> str | None:
+    """Start-up check (once per process): a warning to print, or None when the full sandbox is available.
+
+    Raises SandboxUnavailable, with what to do, where the sandbox cannot run and allow_unsafe is False; with
+    allow_unsafe, run_python falls back to running the code as our user with the per-process limits only.
+    """
+    global UNSAFE_EXECUTOR
+    UNSAFE_EXECUTOR = allow_unsafe
+    problem = sandbox_problem()
+    if problem and not allow_unsafe:
+        raise SandboxUnavailable(_refusal(problem))
+    if problem:
+        return (f"{problem}: model-written code runs UNSANDBOXED ({UNSAFE_FLAG}), as this user, with its files and "
+                f"network; only per-process limits and the timeout apply")
+    if not _cgroup_parents():
+        return ("no writable memory and pids cgroup (not root, or a container): a run's total memory and process "
+                "count are capped per process only")
+    return None
+
+
+def _refusal(problem: str) -> str:
+    return (f"{problem}, so model-written code cannot be sandboxed; install bubblewrap (apt-get install bubblewrap) "
+            f"and allow user namespaces, or pass {UNSAFE_FLAG} to run it with per-process limits only")
+
+
+@functools.cache
+def sandbox_problem() -> str | None:
+    """Why the bubblewrap sandbox cannot run here (probed once by starting one), or None when it can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    with tempfile.TemporaryDirectory(prefix="codesteer-probe-") as workdir:
+        try:
+            probe = subprocess.run(_bwrap_args(Path(workdir), MAX_FILE_BYTES) + [sys.executable, "-I", "-c", "pass"],
+                                   capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return "bwrap did not start a sandbox within 30 s"
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        return f"bwrap cannot create a sandbox here ({reason})"
+    return None
+
+
+def _bwrap_args(workdir: Path, tmp_bytes: int) -> list[str]:
+    """bwrap and its options, up to the command: see run_python for what they give. The tmpfs /tmp holds at most
+    tmp_bytes: its pages are memory, which only a cgroup would cap otherwise."""
+    # --unshare-all only tries the user namespace; ask for it outright so that a failure is an error. No
+    # --new-session (against TIOCSTI on our terminal): run_python starts bwrap in a new session already, so the
+    # sandbox has no controlling terminal, and bwrap's own setsid cost ~5 ms a run here.
+    return ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), *_read_only_view(),
+            "--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+            "--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
+
+
+@functools.cache
+def _read_only_view() -> tuple[str, ...]:
+    """bwrap options binding, read-only, what the interpreter needs and nothing else: /usr and the top-level links
+    into it, the dynamic linker's cache, and the Python installation with its site-packages. These may live under
+    a private directory (pyenv's in /root): only they appear there, the rest of it stays out of sight."""
+    args = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    needed = ["/usr", "/etc/ld.so.cache", "/etc/alternatives", sys.base_prefix, sys.prefix, sys.executable,
+              *site.getsitepackages()]
+    bound: list[str] = []
+    for path in sorted({os.path.abspath(path) for path in needed}, key=len):  # parents before their children
+        if os.path.exists(path) and not any(path.startswith(parent + "/") for parent in bound):
+            bound.append(path)
+            args += ["--ro-bind", path, path]
+    return tuple(args)
+
+
+def _prlimit_args(timeout: float, memory_bytes: int, max_processes: int, max_file_bytes: int) -> list[str]:
+    limits = [("as", resource.RLIMIT_AS, memory_bytes), ("cpu", resource.RLIMIT_CPU, math.ceil(timeout) + 1),
+              ("fsize", resource.RLIMIT_FSIZE, max_file_bytes), ("core", resource.RLIMIT_CORE, 0)]
+    if os.getuid() != 0:  # the kernel exempts root from RLIMIT_NPROC
+        limits.append(("nproc", resource.RLIMIT_NPROC, _tasks_of_user(os.getuid()) + max_processes))
+    return ["prlimit", *(f"--{name}={_within_hard_limit(kind, value)}" for name, kind, value in limits), "--"]
+
+
+def _within_hard_limit(kind: int, value: int) -> str:
+    """soft:hard for prlimit: an unprivileged process cannot raise its hard limit, so never ask for more."""
+    _, hard = resource.getrlimit(kind)
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    return f"{value}:{value}"
+
+
+def _tasks_of_user(uid: int) -> int:
+    """Threads the user runs now: RLIMIT_NPROC counts all of them, not just the sandbox's."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:  # the process ended while we looked
+            pass
+    return count
 
 
 def _pump_until_exit(selector: selectors.BaseSelector, pid: int, deadline: float) -> bool:
@@ -211,49 +333,58 @@ def _kill_process_group(pgid: int):
         pass
 
 
-def _within_hard_limit(kind: int, value: int) -> tuple[int, int]:
-    """(soft, hard) for setrlimit: an unprivileged child cannot raise its hard limit, so never ask for more."""
-    _, hard = resource.getrlimit(kind)
-    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    return value, value
+# The first thing a run executes: join each cgroup named before "--" ("0" moves the writing process), then become
+# the command after it, so that every process of the run is born inside.
+JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
-def _tasks_of_user(uid: int) -> int:
-    """Threads the user runs now: RLIMIT_NPROC counts all of them, not just the sandbox's."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:  # the process ended while we looked
-            pass
-    return count
+def _cgroup_joiner(cgroups: list[Path]) -> list[str]:
+    if not cgroups:
+        return []
+    return ["/bin/sh", "-c", JOIN_CGROUPS, "sh", *(str(cgroup / "cgroup.procs") for cgroup in cgroups), "--"]
 
 
 @functools.cache
-def _pids_cgroup_parent() -> Path | None:
-    """Our own cgroup-v1 pids cgroup if we may create children in it (in practice: root on a host or VM, not in a
-    container, whose cgroup filesystem is read-only)."""
+def _cgroup_parents() -> tuple[Path, ...]:
+    """Where a run's cgroups go, if we may create them there: the cgroup-v1 memory and pids hierarchies' copies of
+    our own cgroup, or our cgroup-v2 cgroup where it hands both controllers to its children; else ()."""
+    v1, v2 = {}, None
     for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):
-            parent = Path("/sys/fs/cgroup/pids") / path.lstrip("/")
-            return parent if os.access(parent, os.W_OK) else None
-    return None
+        hierarchy, controllers, path = line.split(":", 2)
+        for controller in {"memory", "pids"} & set(controllers.split(",")):
+            v1[controller] = Path("/sys/fs/cgroup", controller, path.lstrip("/"))
+        if hierarchy == "0":
+            v2 = Path("/sys/fs/cgroup", path.lstrip("/"))
+    if len(v1) == 2:
+        parents = (v1["memory"], v1["pids"])
+    else:
+        try:
+            delegated = set((v2 / "cgroup.subtree_control").read_text().split()) if v2 else set()
+        except OSError:
+            delegated = set()
+        parents = (v2,) if {"memory", "pids"} <= delegated else ()
+    return parents if all(os.access(parent, os.W_OK) for parent in parents) else ()
 
 
-def _new_pids_cgroup(max_processes: int) -> Path | None:
-    parent = _pids_cgroup_parent()
-    if parent is None:
-        return None
-    cgroup = parent / f"codesteer-{uuid.uuid4().hex}"
+def _new_cgroups(max_processes: int, total_memory_bytes: int) -> list[Path]:
+    """One cgroup per parent, capped; [] where that fails. Swap counts as memory, so the cap cannot be dodged."""
+    limits = {"pids.max": max_processes, "memory.limit_in_bytes": total_memory_bytes,  # v1
+              "memory.memsw.limit_in_bytes": total_memory_bytes, "memory.max": total_memory_bytes,  # v1, v2
+              "memory.swap.max": 0}  # v2
+    cgroups = []
     try:
-        cgroup.mkdir()
-        (cgroup / "pids.max").write_text(str(max_processes))
-        return cgroup
+        for parent in _cgroup_parents():
+            cgroup = parent / f"codesteer-{uuid.uuid4().hex}"
+            cgroup.mkdir()
+            cgroups.append(cgroup)
+            for name, value in limits.items():  # in this order: v1 wants memsw >= the memory limit set before it
+                if (cgroup / name).exists():
+                    (cgroup / name).write_text(str(value))
+        return cgroups
     except OSError:
-        _kill_cgroup(cgroup)
-        return None
+        for cgroup in cgroups:
+            _kill_cgroup(cgroup)
+        return []
 
 
 def _kill_cgroup(cgroup: Path):

@@ -34,8 +34,9 @@ from typing import Callable
 from tqdm import tqdm
 
 import symbench
-from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANNING_ANSWER_NAMES, execution_feedback,
-                      extract_code, run_for_answer, run_python, self_answer_check, symbolic_summary)
+from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANNING_ANSWER_NAMES, SandboxUnavailable,
+                      configure_executor, execution_feedback, extract_code, run_for_answer, run_python,
+                      self_answer_check, symbolic_summary)
 from llm import DEFAULT_MAX_TOKENS, LLMError, make_client
 from report import ResultsFile, compare, format_summary, plot_sweeps, summarize, write_json_atomically
 from symbench.core import extract_answer
@@ -722,6 +723,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--out", help="run directory (default runs/<method>); rerun with it to resume")
     run.add_argument("--retry-errors", action="store_true", help="on resume, rerun samples that ended in an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--unsafe-executor", action="store_true",
+                     help="where the bubblewrap sandbox cannot run, run model code anyway with per-process limits only")
     args = parser.parse_args(argv)
     args.out = args.out or f"runs/{args.method}"
     if args.n is not None and args.n < 0 or args.concurrency < 1 or (args.max_turns is not None and args.max_turns < 1):
@@ -730,6 +733,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give --steer-ckpt or --steer-base-url, not both")
     if args.n == 0 and args.data_dir is None:
         parser.error("--n 0 (all samples) needs --data-dir")
+    try:
+        warning = configure_executor(args.unsafe_executor)
+    except SandboxUnavailable as error:
+        parser.error(str(error))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return args
 
 

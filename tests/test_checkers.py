@@ -1,7 +1,5 @@
 """Tests for checkers.py: extraction, the sandbox, execution feedback, both checkers, the final-answer run."""
-import os
 import resource
-import time
 from pathlib import Path
 
 import pytest
@@ -29,20 +27,6 @@ def test_extract_code_skips_other_fences_before_the_python_one():
 
 # -- sandbox ------------------------------------------------------------------------------------------------------
 
-def is_gone(pid: int, wait_s: float = 1.0) -> bool:
-    """True once `pid` no longer exists or is a zombie (dead, waiting for init to reap it)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in "ZX":
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_print_runs():
     result = run_python("print(1)")
     assert (result.stdout, result.stderr, result.returncode) == ("1\n", "", 0)
@@ -61,21 +45,9 @@ def test_infinite_loop_is_killed_on_wall_clock():
     assert result.errors == "Timed out after 1.0 seconds and was killed."
 
 
-@pytest.mark.parametrize("ending", ["exit", "timeout"])
-def test_background_processes_are_killed(ending):
-    code = ("import subprocess, sys, time\n"
-            "in_group = subprocess.Popen(['sleep', '100'])\n"
-            "escaped = subprocess.Popen(['sleep', '100'], start_new_session=True)\n"
-            "print(in_group.pid, escaped.pid, flush=True)\n"
-            + ("time.sleep(100)\n" if ending == "timeout" else ""))
-    result = run_python(code, timeout=1)
-    assert result.timed_out == (ending == "timeout") and result.seconds < 2
-    in_group, escaped = map(int, result.stdout.split())
-    assert is_gone(in_group)
-    if checkers._pids_cgroup_parent():  # only the cgroup reaches processes that left the group
-        assert is_gone(escaped)
-    else:
-        os.kill(escaped, 9)
+def test_death_by_signal_is_reported_as_negative_returncode():
+    result = run_python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert result.returncode == -9 and result.errors == "Killed by signal SIGKILL."
 
 
 def test_large_allocation_fails_cleanly():
@@ -86,29 +58,11 @@ def test_large_allocation_fails_cleanly():
     assert run_python("print(sum(range(10)))").stdout == "45\n"
 
 
-def test_fork_bomb_is_contained():
-    # At most 2**7 = 128 processes even if nothing contained it, so a failure cannot take the machine down.
-    code = ("import os, time\n"
-            "for _ in range(7):\n"
-            "    try:\n"
-            "        os.fork()\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "print(os.getpid(), flush=True)\n"
-            "time.sleep(100)\n")
-    result = run_python(code, timeout=2, max_processes=16)
-    assert result.timed_out and result.seconds < 3
-    pids = [int(pid) for pid in result.stdout.split()]
-    assert pids and all(is_gone(pid) for pid in pids)
-    if checkers._pids_cgroup_parent():
-        assert len(pids) <= 16
-
-
 def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     monkeypatch.setenv("HF_TOKEN", "hf-secret")
-    result = run_python("import os\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd())")
-    assert result.stdout == "['HOME', 'LANG', 'PATH', 'TMPDIR']\nTrue\n"
+    result = run_python("import os\nprint(sorted(set(os.environ) - {'PWD'}))\nprint(os.environ['HOME'] == os.getcwd())")
+    assert result.stdout == "['HOME', 'LANG', 'PATH', 'TMPDIR']\nTrue\n"  # and PWD, which bwrap sets
 
 
 def test_huge_output_is_truncated_quickly():
