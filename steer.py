@@ -595,6 +595,15 @@ def build_clients(args) -> tuple[Clients, str, dict[str, str | None]]:
     return Clients(task, steer_client, helper), mode, fallbacks
 
 
+def loop_settings(args, mode: str) -> Settings:
+    """The loop and scoring flags as Settings (shared with synth.py)."""
+    paper = args.variant == "paper"
+    return Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
+                    self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
+                    itertools_fix=not (paper or args.original_itertools), variant=args.variant,
+                    llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
+
+
 DEMO_NOTICE = """\
 NOTE: a plumbing demo. No API key or base URL is set, so every role runs the embedded SmolLM2-135M, which cannot
 really solve SymBench tasks: expect scores near 0. Point the roles at real models with OPENAI_API_KEY,
@@ -626,11 +635,7 @@ def evaluate(args) -> dict:
                 print(f"NOTE: {role}: {reason}", file=sys.stderr)
     if args.n is None:
         args.n = 0 if args.data_dir is not None else 20    # 0: every original sample
-    paper = args.variant == "paper"
-    settings = Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
-                        self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
-                        itertools_fix=not (paper or args.original_itertools), variant=args.variant,
-                        llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
+    settings = loop_settings(args, mode)
     if args.judge:
         install_judges(tasks, clients.helper)
 
