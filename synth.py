@@ -60,11 +60,12 @@ DEMO_DEPTH = 1                # embedded demo: branch at turn 0 only
 # Questions, disjoint from the test set
 
 def fingerprints(sample: symbench.Sample) -> set[str]:
-    """What makes two samples the same question: the question text, and the task data where there is any (the
-    original files phrase some questions differently from our generators, e.g. Game of 24's CSV rows)."""
+    """What makes two samples the same question: the question text, or the task data with the reference answer
+    (the original files phrase some questions differently from our generators, e.g. Game of 24's CSV rows; the
+    answer tells apart tasks whose data holds only the knobs)."""
     prints = {" ".join(sample.question.split())}
     if sample.meta:
-        prints.add(json.dumps(sample.meta, sort_keys=True))
+        prints.add(json.dumps([sample.meta, sample.answer], sort_keys=True))
     return prints
 
 

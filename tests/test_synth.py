@@ -4,9 +4,9 @@ tree's scores and pairs (worked out by hand below) and kill-and-resume are exact
 model and takes a training step on what it wrote."""
 
 import argparse
+import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -212,3 +212,202 @@ def test_dpo_tree_gives_the_hand_worked_pairs_and_scores(server_for, tmp_path, e
 def dpo_examples(path: Path, tokenizer) -> list:
     args = argparse.Namespace(data=[path], seq_len=4096, beta=0.1, label_smoothing=0.0, nll_weight=0.0)
     return train_dpo.DPOTask(args, tokenizer, None).examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DPO, variant 2: the released script
+
+def test_released_variant_scores_pairs_with_the_original_trajectory_length(server_for, tmp_path, embedded_path):
+    """The original (greedy, unseeded) trajectory: Text, Text, Return Answer -> wrong with L = 3 guidances, 2 replies.
+    k = 0: attempt 0 says Text (wrong again), attempt 1 says Code and succeeds -> one pair, then k = 1.
+    k = 1: attempt 0 says Code and succeeds. Each pair scores 15 - 3 and -3, the lengths of the new trajectories
+    (2 and 3 guidances) notwithstanding."""
+    sample = planned(1)[0]
+    key = f"{sample.task}/{sample.id}/{sample.complexity}"
+    attempt_of_seed = {synth.node_seed(key, (k, a)): (k, a) for k in range(3) for a in range(4)}
+    first_guidance = {(0, 0): "<<<Text>>>", (0, 1): "<<<Code>>>", (1, 0): "<<<Code>>>"}
+
+    def steer_reply(messages, seed):
+        k = guidances_so_far(messages)
+        if seed is None:   # the original trajectory
+            return ["<<<Text>>>", "<<<Text>>>"][k] if k < 2 else "<<<Return Answer>>>"
+        attempt = attempt_of_seed[seed]
+        return first_guidance[attempt] if k == attempt[0] else "<<<Return Answer>>>"
+
+    server = server_for(scripted(steer_reply, {sample.question: sample}))
+    run_synth(["dpo", "--variant", "released", "--task", "game24", "--n", "1", "--no-helper"], server,
+              tmp_path / "dpo", embedded_path)
+    got = [(r["turn"], r["chosen"][0]["content"], r["rejected"][0]["content"], r["score_chosen"], r["score_rejected"])
+           for r in rows(tmp_path / "dpo" / "dpo.jsonl")]
+    assert got == [(0, steer.CODE_PROMPT, steer.TEXT_PROMPT, 12, -3), (1, "Code", "Text", 12, -3)]
+    paths = [tuple(r["path"]) for r in rows(tmp_path / "dpo" / "tree.jsonl") if r["kind"] == "node"]
+    assert sorted(paths, key=str) == sorted([("original",), (0, 0), (0, 1), (1, 0)], key=str)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resuming, sharding, merging
+
+def test_a_killed_dpo_run_resumes_to_the_same_rows_once_each(server_for, tmp_path, embedded_path):
+    sample = planned(1)[0]
+    server = server_for(scripted(tree_script(sample), {sample.question: sample}), delay=0.05)
+    argv = ["dpo", "--task", "game24", "--n", "1", "--no-helper", "--tokenizer", str(embedded_path), "--quiet",
+            *[f"--{role}-base-url={server.url}" for role in ("task", "steer", "helper")]]
+    whole = tmp_path / "whole"
+    synth.main([*argv, "--out", str(whole)])
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(ROOT / "synth.py"), *argv, "--out", str(killed)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tree = killed / "tree.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not tree.exists() or len(tree.read_text().splitlines()) < 4):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = [json.loads(line) for line in tree.read_text().splitlines() if line.endswith("}")]
+    assert 4 <= len(written) < 10 and all(r["kind"] == "node" for r in written)   # killed mid-tree
+    requests_before = len(server.requests)
+    synth.main([*argv, "--out", str(killed)])
+    # The finished nodes are not asked again: the rerun costs what the whole run cost minus those nodes.
+    whole_calls = sum(r["usage"]["calls"] for r in rows(whole / "tree.jsonl") if r["kind"] == "node")
+    resumed_nodes = [r for r in rows(killed / "tree.jsonl") if r["kind"] == "node"]
+    assert len(resumed_nodes) == 10 and len({tuple(r["path"]) for r in resumed_nodes}) == 10
+    assert len(server.requests) - requests_before <= whole_calls - sum(r["usage"]["calls"] for r in written[:3])
+    assert without_seconds(killed / "dpo.jsonl") == without_seconds(whole / "dpo.jsonl")
+    synth.main([*argv, "--out", str(killed)])                       # a finished run: nothing more, nothing twice
+    assert without_seconds(killed / "dpo.jsonl") == without_seconds(whole / "dpo.jsonl")
+
+
+def without_seconds(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows(path)]
+
+
+def sft_server(server_for, n: int):
+    samples = {s.question: s for s in planned(n)}
+
+    def steer_reply(messages, seed):
+        return "<<<Code>>>" if guidances_so_far(messages) == 0 else "<<<Return Answer>>>"
+    return server_for(scripted(steer_reply, samples))
+
+
+def test_shards_partition_the_questions_and_merge_joins_them(server_for, tmp_path, embedded_path):
+    server = sft_server(server_for, 5)
+    argv = ["sft", "--task", "game24", "--n", "5"]
+    run_synth(argv, server, tmp_path / "all", embedded_path)
+    for k in (1, 2):
+        run_synth([*argv, "--shard", f"{k}/2"], server, tmp_path / f"shard{k}", embedded_path)
+    shard_ids = [{r["question_id"] for r in rows(tmp_path / f"shard{k}" / "sft.jsonl")} for k in (1, 2)]
+    assert not shard_ids[0] & shard_ids[1] and len(shard_ids[0]) == 3 and len(shard_ids[1]) == 2
+    synth.main(["merge", "--out", str(tmp_path / "merged"), str(tmp_path / "shard1"), str(tmp_path / "shard2")])
+    def by_question(path):
+        return sorted(without_seconds(path), key=lambda row: row["question_id"])
+    assert by_question(tmp_path / "merged" / "sft.jsonl") == by_question(tmp_path / "all" / "sft.jsonl")
+    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert merged["tasks"]["game24"]["questions"] == 5 and merged["rows"] == 5
+
+    run_synth([*argv, "--shard", "2/2", "--max-turns", "3"], server, tmp_path / "other", embedded_path)
+    with pytest.raises(SystemExit) as stop:
+        synth.main(["merge", "--out", str(tmp_path / "bad"), str(tmp_path / "shard1"), str(tmp_path / "other")])
+    assert stop.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Questions never overlap the test set
+
+def test_questions_are_disjoint_from_steers_default_evaluation_and_the_original_samples(monkeypatch):
+    tasks = [t for t in symbench.TASKS.values() if t.generatable]
+    args = argparse.Namespace(n=3, seed=0, complexity=None, data_dir=None, shard=None)
+    questions = synth.plan_questions(tasks, args, synth.TestSet([synth.REFERENCE_DIR]))
+    assert len(questions) == 3 * len(tasks)
+    # Independently of synth's filter: steer.py's default plan and the shipped original test samples.
+    evaluated = steer.plan_samples(tasks, argparse.Namespace(n=20, seed=0, complexity=None, data_dir=None))
+    test_texts = {" ".join(s.question.split()) for _, s in evaluated}
+    test_data = {json.dumps(s.meta, sort_keys=True) for _, s in evaluated if s.task != "logical_equation"}
+    for task in tasks:
+        originals = symbench.load_original(task.id, synth.REFERENCE_DIR)
+        test_texts |= {" ".join(s.question.split()) for s in originals}
+        test_data |= {json.dumps(s.meta, sort_keys=True) for s in originals if s.meta and s.task != "logical_equation"}
+    assert not {" ".join(s.question.split()) for _, s in questions} & test_texts
+    # (logical_equation's data is only its value set, shared by all its questions)
+    assert not {json.dumps(s.meta, sort_keys=True) for _, s in questions if s.meta} & test_data
+    assert all(f"seed{synth.SYNTH_SEED_BASE}-" in s.id for _, s in questions)
+
+    # The filter is what keeps them apart: at the evaluation's own seed every drawn question is refused.
+    monkeypatch.setattr(synth, "SYNTH_SEED_BASE", 0)
+    assert planned(3) == []
+    # File-only tasks: the shipped originals are test samples, so none of them is used.
+    math = symbench.get_task("math_geometry")
+    assert synth.plan_questions([math], argparse.Namespace(n=3, seed=0, complexity=None, shard=None,
+                                                           data_dir=str(synth.REFERENCE_DIR)),
+                                synth.TestSet([synth.REFERENCE_DIR])) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad inputs
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sft", "--task", "no_such_task"], "unknown task 'no_such_task'"),
+    (["dpo", "--branch", "1"], "--branch: expected an integer >= 2"),
+    (["dpo", "--temperature", "0"], "--temperature must be > 0"),
+    (["sft", "--task-base-url", "http://127.0.0.1:{port}/v1"], "cannot reach the TaskLLM at http://127.0.0.1:{port}"),
+    (["merge", "--out", "x", "/no/such/folder"], "/no/such/folder/config.json not found"),
+])
+def test_bad_inputs_give_one_error_line_and_exit_2(argv, message, tmp_path, capsys):
+    port = free_port()
+    argv = [a.format(port=port) for a in argv] + (["--out", str(tmp_path / "out")] if argv[0] != "merge" else [])
+    with pytest.raises(SystemExit) as stop:
+        synth.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message.format(port=port) in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedded model, end to end into training
+
+@pytest.mark.slow
+def test_embedded_rows_train_one_step_each(server_for, tmp_path):
+    def run(*argv):
+        finished = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                                  env={**os.environ, "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""})
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return finished
+
+    # SFT: every role is the embedded SmolLM2 (a fine-tuned-mode CodeSteer, so that its first reply is used as is).
+    run("synth.py", "sft", "--task", "game24", "--n", "1", "--keep", "all", "--steer-mode", "finetuned",
+        "--max-turns", "1", "--max-tokens", "32", "--no-helper", "--out", str(tmp_path / "sft"), "--quiet")
+    sft_rows = rows(tmp_path / "sft" / "sft.jsonl")
+    assert len(sft_rows) == 1 and sft_rows[0]["messages"][0]["content"].startswith(steer.CHOICE_PROMPT)
+
+    # DPO: the embedded model samples the guidances; a scripted TaskLLM succeeds on some of them (by a hash of the
+    # guidance), so that siblings differ.
+    sample = planned(1)[0]
+
+    def task(messages, body):
+        guidance = messages[-1]["content"]
+        if hash_of(guidance) % 2:
+            return f"```python\nprint('<<<{GAME24.solve(sample)}>>>')\n```"
+        return f"<<<{WRONG}>>>"
+    server = server_for(task)
+    run("synth.py", "dpo", "--task", "game24", "--n", "1", "--branch", "4", "--max-depth", "1", "--max-turns", "1",
+        "--max-tokens", "32", "--steer-ckpt", "embedded", "--steer-mode", "finetuned", f"--task-base-url={server.url}",
+        "--no-helper",
+        "--out", str(tmp_path / "dpo"), "--quiet")
+    dpo_rows = rows(tmp_path / "dpo" / "dpo.jsonl")
+    assert dpo_rows and all({r["score_chosen"], r["score_rejected"]} == {14, -1} for r in dpo_rows)
+
+    for script, data in (("train_sft.py", tmp_path / "sft" / "sft.jsonl"),
+                         ("train_dpo.py", tmp_path / "dpo" / "dpo.jsonl")):
+        out = tmp_path / f"train-{script}"
+        run(script, "--init", "embedded", "--data", str(data), "--out", str(out), "--steps", "1", "--seq-len", "2048",
+            "--no-export", "--device", "cpu")
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def hash_of(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
