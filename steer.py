@@ -275,67 +275,83 @@ class Settings:
 
 
 def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Callable | None,
-          settings: Settings = Settings(), trajectory: Trajectory | None = None) -> Trajectory:
+          settings: Settings = Settings(), trajectory: Trajectory | None = None,
+          stop_before_guidance: int | None = None) -> Trajectory:
     """Solve `question` with the TaskLLM under CodeSteer's guidance; every step lands in the returned trajectory.
 
-    Each LLM is a callable messages -> text (a Role). Pass `trajectory` to keep what was done if a call raises.
+    Each LLM is a callable messages -> text (a Role). Pass `trajectory` to keep what was done if a call raises, or
+    to continue an earlier trajectory (a prefix ending just before or just after a guidance): the loop picks up
+    where it stands, so evaluation and data synthesis (B.4's branches) run the same loop. With
+    `stop_before_guidance=m` it returns (stop_reason "paused") when guidance m (0-based) is due.
     Invariants: the TaskLLM's history holds only guidance and its own raw replies, and the question only in the
     first message; only guidance ends the loop early; the last reply is final without further checking.
     """
     t = trajectory if trajectory is not None else Trajectory(question)
-    first_input = CHOICE_PROMPT + question
-    t.steer_inputs_short.append(first_input)
-    t.steer_inputs_full.append(first_input)
-
-    # Turn 0: code or text. A fine-tuned CodeSteer writes the whole instruction; an API one only chooses.
-    if settings.mode == "finetuned":
-        guidance = steer_llm(user(first_input))
-        t.steer_outputs.append(guidance)
-    else:
-        choice_text = steer_llm(user(first_input))
-        t.steer_outputs.append(choice_text)
-        choice = read_choice(choice_text, settings.paper_rules)
-        if choice is None:
-            t.stop_reason = "no_choice"
+    if not t.steer_inputs_short:
+        first_input = CHOICE_PROMPT + question
+        t.steer_inputs_short.append(first_input)
+        t.steer_inputs_full.append(first_input)
+    while True:
+        if len(t.guidances) < len(t.steer_inputs_short):    # a guidance is due
+            if len(t.guidances) == stop_before_guidance:
+                t.stop_reason = "paused"
+                return t
+            if not write_guidance(t, steer_llm, helper_llm, settings):
+                t.stop_reason = "no_choice"
+                return t
+        guidance = t.guidances[-1]
+        if not t.turns:
+            task_prompt = guidance + question      # direct concatenation, as in the original
+        else:
+            order = read_guidance(guidance, settings.paper_rules)
+            if order in ("return_answer", "terminate"):
+                t.stop_reason = order
+                return t
+            task_prompt = {"code": CODE_PROMPT, "text": TEXT_PROMPT}.get(order, guidance)
+        ask_task(t, task_llm, task_prompt)
+        if len(t.turns) >= settings.max_turns:
+            t.stop_reason = "max_turns"
             return t
+        observe(t, helper_llm, settings)
+
+
+def write_guidance(t: Trajectory, steer_llm: Callable, helper_llm: Callable | None, settings: Settings) -> bool:
+    """CodeSteer's next guidance for the trajectory's last input; False when an API CodeSteer makes no turn-0 choice
+    (the sample is given up). A fine-tuned CodeSteer writes the whole turn-0 instruction; an API one only chooses."""
+    if settings.mode == "finetuned":
+        raw = steer_llm(alternate(t.steer_inputs_short, t.guidances))
+        guidance = raw     # a trained CodeSteer's raw output, no <<<>>> extraction
+    elif not t.guidances:
+        raw = steer_llm(alternate(t.steer_inputs_full, t.guidances))
+        choice = read_choice(raw, settings.paper_rules)
+        if choice is None:
+            t.steer_outputs.append(raw)
+            return False
         canned = CODE_PROMPT if choice == "code" else TEXT_PROMPT
         guidance = paraphrase(canned, helper_llm) if settings.paraphrase and helper_llm else canned
+    else:
+        raw = steer_llm(alternate(t.steer_inputs_full, t.guidances))
+        guidance = last_block(raw)
+    t.steer_outputs.append(raw)
     t.guidances.append(guidance)
-    task_prompt = guidance + question      # direct concatenation, as in the original
+    return True
 
-    t.stop_reason = "max_turns"
-    for turn_index in range(settings.max_turns):
-        reply = ask_task(t, task_llm, task_prompt)
-        turn = t.turns[-1]
-        if turn_index == settings.max_turns - 1:
-            break
-        # What CodeSteer reads about this reply; none of it goes to the TaskLLM.
-        reply_with_feedback, summary = reply, None
-        if turn["code"] is not None:
-            summary = symbolic_summary(turn["code"], settings.itertools_fix)
-            result = run_python(turn["code"], EXEC_TIMEOUT_S)
-            reply_with_feedback += execution_feedback(result)
-            turn.update(execution=execution_record(result), symbolic_summary=summary)
-        if settings.self_check and helper_llm is not None:
-            turn["check"] = self_answer_check(question, reply_with_feedback, helper_llm)
-        body = steer_body(reply_with_feedback, turn["check"] or "No check was run.", summary)
-        t.steer_inputs_short.append(body)
-        t.steer_inputs_full.append(DECISION_PROMPT + " " + question + "\n" + body)
 
-        if settings.mode == "finetuned":
-            raw = steer_llm(alternate(t.steer_inputs_short, t.guidances))
-            guidance = raw     # a trained CodeSteer's raw output, no <<<>>> extraction
-        else:
-            raw = steer_llm(alternate(t.steer_inputs_full, t.guidances))
-            guidance = last_block(raw)
-        t.steer_outputs.append(raw)
-        t.guidances.append(guidance)
-        order = read_guidance(guidance, settings.paper_rules)
-        if order in ("return_answer", "terminate"):
-            t.stop_reason = order
-            break
-        task_prompt = {"code": CODE_PROMPT, "text": TEXT_PROMPT}.get(order, guidance)
-    return t
+def observe(t: Trajectory, helper_llm: Callable | None, settings: Settings):
+    """What CodeSteer reads about the last reply (run its code, analyse it, check it); none of it goes to the
+    TaskLLM."""
+    turn = t.turns[-1]
+    reply_with_feedback, summary = turn["reply"], None
+    if turn["code"] is not None:
+        summary = symbolic_summary(turn["code"], settings.itertools_fix)
+        result = run_python(turn["code"], EXEC_TIMEOUT_S)
+        reply_with_feedback += execution_feedback(result)
+        turn.update(execution=execution_record(result), symbolic_summary=summary)
+    if settings.self_check and helper_llm is not None:
+        turn["check"] = self_answer_check(t.question, reply_with_feedback, helper_llm)
+    body = steer_body(reply_with_feedback, turn["check"] or "No check was run.", summary)
+    t.steer_inputs_short.append(body)
+    t.steer_inputs_full.append(DECISION_PROMPT + " " + t.question + "\n" + body)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -544,7 +560,20 @@ def plan_samples(tasks: list[symbench.Task], args) -> list[tuple[symbench.Task, 
             if level not in task.levels:
                 raise SystemExit(f"--complexity {level} is not a level of {task.id}; its levels: {list(task.levels)}")
             planned += [(task, sample) for sample in task.generate(args.n, complexity=level, seed=args.seed)]
-    return planned
+    return take_shard(planned, getattr(args, "shard", None))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N), 1 <= K <= N: this process runs the K-th of N deterministic slices of the planned work."""
+    k, slash, n = text.partition("/")
+    if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, not {text!r}")
+    return int(k), int(n)
+
+
+def take_shard(items: list, shard: tuple[int, int] | None) -> list:
+    """Every N-th item starting at the K-th: the N shards partition the plan, and each one mixes tasks and levels."""
+    return items if shard is None else items[shard[0] - 1::shard[1]]
 
 
 def build_clients(args) -> tuple[Clients, str, dict[str, str | None]]:
@@ -565,6 +594,15 @@ def build_clients(args) -> tuple[Clients, str, dict[str, str | None]]:
         used["CodeSteerLLM"] = steer_client
     fallbacks = {name: client.fallback_reason for name, client in used.items() if client is not None}
     return Clients(task, steer_client, helper), mode, fallbacks
+
+
+def loop_settings(args, mode: str) -> Settings:
+    """The loop and scoring flags as Settings (shared with synth.py)."""
+    paper = args.variant == "paper"
+    return Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
+                    self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
+                    itertools_fix=not (paper or args.original_itertools), variant=args.variant,
+                    llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
 
 
 DEMO_NOTICE = """\
@@ -598,11 +636,7 @@ def evaluate(args) -> dict:
                 print(f"NOTE: {role}: {reason}", file=sys.stderr)
     if args.n is None:
         args.n = 0 if args.data_dir is not None else 20    # 0: every original sample
-    paper = args.variant == "paper"
-    settings = Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
-                        self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
-                        itertools_fix=not (paper or args.original_itertools), variant=args.variant,
-                        llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
+    settings = loop_settings(args, mode)
     if args.judge:
         install_judges(tasks, clients.helper)
 
@@ -725,6 +759,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--unsafe-executor", action="store_true",
                      help="where the bubblewrap sandbox cannot run, run model code anyway with per-process limits only")
+    run.add_argument("--shard", type=parse_shard, help="K/N: run only the K-th of N slices of the samples (N "
+                                                         "processes or machines share one evaluation)")
     args = parser.parse_args(argv)
     args.out = args.out or f"runs/{args.method}"
     if args.n is not None and args.n < 0 or args.concurrency < 1 or (args.max_turns is not None and args.max_turns < 1):
