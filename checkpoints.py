@@ -338,7 +338,7 @@ def load_model(path, device=None, dtype=None) -> Transformer:
     with torch.no_grad():
         for name, tensor in _validated_tensors(source, source.config):
             params[name].copy_(tensor)
-    if device.type == "cpu":
+    if device.type == "cpu" and dtype == torch.float32:  # bf16 decodes from row-major (model.linear)
         store_column_major(model)
     return model.eval()
 

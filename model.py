@@ -8,6 +8,7 @@ save_hf), embedded.py (the models shipped in PyPI packages). This file imports n
 file.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -104,26 +105,47 @@ _SPLIT_K_MAX_ROWS = 32  # beyond this the multi-threaded matrix-matrix kernel is
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias, as F.linear, with a faster path for decoding on a multi-core CPU.
+    """x @ weight.T + bias, as F.linear, with faster paths for decoding on a multi-core CPU.
 
     torch's CPU kernel for a few rows times a matrix runs on one thread (~24 GB/s here), far
-    below what all cores can stream from memory. So when `weight` is stored column-major (see
-    `store_column_major`) and x has few rows, the input dimension is cut into one slice per
-    thread and the slices go through one bmm, which spreads its batch over the threads; the
-    partial products are then summed. On the 2-core CPU a one-row product reads its weight
-    1.4-1.9x faster than F.linear on the same layout (`bench/bench_model.py --matvec`). Only
-    the summation order differs from F.linear. Under torch.compile (which cannot trace
-    get_num_threads) it is F.linear."""
+    below what all cores can stream from memory, and its bf16 kernel is slower still. So, for
+    few rows, outside autograd:
+    - fp32 weights stored column-major (see `store_column_major`): the input dimension is cut
+      into one slice per thread and the slices go through one bmm, which spreads its batch over
+      the threads; the partial products are then summed. On the 2-core CPU a one-row product
+      reads its weight 1.4-1.9x faster than F.linear on the same layout
+      (`bench/bench_model.py --matvec`). Only the summation order differs from F.linear.
+    - bf16 weights (row-major): one inductor-generated kernel (`_rowwise_dot`) that reads each
+      weight row once, for every row of x, and accumulates in fp32. Half the bytes of fp32 read
+      at about the same rate: ~2x the fp32 decode speed (BENCHMARKS.md).
+    Under torch.compile (which cannot trace get_num_threads) it is F.linear."""
     eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     threads = torch.get_num_threads() if eager_cpu else 1
     rows = x.numel() // x.shape[-1]
+    out_features = weight.shape[0]
+    if (eager_cpu and rows <= _SPLIT_K_MAX_ROWS and weight.dtype == torch.bfloat16 and weight.is_contiguous()
+            and not torch.is_grad_enabled()):
+        out = _compiled_rowwise_dot()(x.reshape(rows, -1), weight).to(x.dtype).view(*x.shape[:-1], out_features)
+        return out if bias is None else out + bias
     if threads == 1 or rows > _SPLIT_K_MAX_ROWS or weight.stride(0) != 1 or weight.shape[1] % threads:
         return F.linear(x, weight, bias)
-    out_features = weight.shape[0]
     slices = x.reshape(rows, threads, -1).transpose(0, 1)           # (threads, rows, in / threads)
     partial = torch.bmm(slices, weight.t().view(threads, -1, out_features))  # (threads, rows, out)
     out = partial.sum(0).view(*x.shape[:-1], out_features)
     return out if bias is None else out + bias
+
+
+def _rowwise_dot(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(rows, in) x (out, in) -> (rows, out) in fp32. Written as a broadcast and a sum so that
+    inductor emits one vectorized reduction per output (not a call into the bf16 GEMM), with
+    the output feature outermost: each weight row is read once for all rows of x."""
+    return (weight[:, None, :].float() * x[None, :, :].float()).sum(-1).t()  # (out, rows, in) -> (rows, out)
+
+
+@functools.cache
+def _compiled_rowwise_dot():
+    # dynamic=True: one kernel for every weight shape and row count (compiled once, then cached on disk).
+    return torch.compile(_rowwise_dot, dynamic=True, fullgraph=True)
 
 
 class Linear(nn.Linear):
