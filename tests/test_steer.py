@@ -255,6 +255,12 @@ def harness_args(url: str, out: Path, *extra: str) -> list[str]:
             "--no-llm-extract", *extra]
 
 
+def run_cli(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY")}
+    return subprocess.run([sys.executable, str(ROOT / "steer.py"), *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -276,8 +282,9 @@ def test_one_crashing_sample_is_recorded_and_the_run_goes_on(tmp_path):
     assert [r["id"] for r in crashed] == [samples[1].id] and crashed[0]["score"] == 0.0
     assert "boom" in crashed[0]["error"] and summary["tasks"]["game24"]["errors"] == 1
     assert summary["tasks"]["game24"]["n"] == 3
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["method"] == "only_question" and not any("key" in k.lower() for k in config)
+    config = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert config["method"] == "only_question" and config["roles"]["task"]["url"].startswith(server.url)
+    assert all(r["config"] == config for r in records)
 
 
 def test_an_authentication_error_stops_the_run(tmp_path):
@@ -370,15 +377,54 @@ def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
     assert "2048" in table and "pooling" in table   # named in the notes
 
 
+def minimal_record(sample_id: str) -> dict:
+    return dict(task="game24", id=sample_id, method="m", complexity=1, score=0.0, solved=False, error=None, seconds=0)
+
+
 def test_results_file_drops_a_torn_line_and_keeps_the_rest(tmp_path):
     results = report.ResultsFile(tmp_path / "results.jsonl")
-    results.append({"task": "game24", "id": "a", "method": "m", "complexity": 1})
+    results.append(minimal_record("a"))
     with open(results.path, "a") as file:
         file.write('{"task": "game24", "id": "b"')
     assert [r["id"] for r in results.read(repair=True)] == ["a"]
     assert results.path.read_text().endswith("}\n")
-    results.append({"task": "game24", "id": "c", "method": "m", "complexity": 1})
+    results.append(minimal_record("c"))
     assert [r["id"] for r in results.read()] == ["a", "c"]
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path):
+    results = report.ResultsFile(tmp_path / "results.jsonl")
+    results.append(minimal_record("a"))
+    with open(results.path, "a") as file:
+        file.write(json.dumps(minimal_record("b")))   # killed between the record and its newline
+    assert [r["id"] for r in results.read(repair=True)] == ["a", "b"]
+    results.append(minimal_record("c"))
+    assert [r["id"] for r in results.read()] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("line", [b"{}", b"[1, 2]", b"null", b'"a string"', b"17", b'{"task": "game24"}',
+                                  b'{"task": [1], "id": "x", "method": "m", "complexity": 1, "score": 0, "solved": '
+                                  b'false, "error": null, "seconds": 0}', b"\xff\xfe\x00binary\x80", b"[" * 100_000])
+def test_lines_that_hold_no_record_are_reported_by_number_skipped_and_kept(tmp_path, capsys, line):
+    results = report.ResultsFile(tmp_path / "results.jsonl")
+    results.append(minimal_record("a"))
+    with open(results.path, "ab") as file:
+        file.write(line + b"\n")
+    results.append({**minimal_record("b"), "error": "ValueError: flaky"})
+    assert [r["id"] for r in results.read(repair=True)] == ["a", "b"]
+    assert "lines 2)" in capsys.readouterr().err
+    assert results.drop(lambda record: bool(record["error"])) == 1   # what --retry-errors does
+    assert results.path.read_bytes().splitlines() == [json.dumps(minimal_record("a")).encode(), line]
+
+
+def test_a_binary_results_file_is_skipped_line_by_line_on_resume(tmp_path):
+    (tmp_path / "results.jsonl").write_bytes(bytes(range(256)) * 8 + b"\n")
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        result = run_cli(harness_args(server.url, tmp_path, "--n", "1", "--append"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "hold no record (lines 1, 2, 3" in result.stderr
+    assert (tmp_path / "results.jsonl").read_bytes().startswith(bytes(range(256)) * 8)
+    assert len(report.ResultsFile(tmp_path / "results.jsonl").read()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
