@@ -213,14 +213,14 @@ class HTTPClient(LLMClient):
     """POST JSON with retries. Each thread keeps its own requests.Session (sessions are not
     guaranteed thread-safe, and one pool per thread keeps connections alive under concurrency)."""
 
-    def __init__(self, model: str, url: str, headers: dict, secret: str | None, *,
+    def __init__(self, model: str, base_url: str, path: str, headers: dict, secret: str | None, *,
                  timeout: float = REQUEST_TIMEOUT_S, max_retries: int = MAX_RETRIES,
                  backoff_base: float = BACKOFF_BASE_S, backoff_cap: float = BACKOFF_CAP_S, **sampling):
         super().__init__(model, **sampling)
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:  # url is base URL + "/path"
-            raise ValueError(f"{url.rsplit('/', 1)[0]!r} is not an http:// or https:// base URL")
-        self.url = url
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{base_url!r} is not an http:// or https:// base URL")
+        self.base_url, self.url = base_url, base_url + path
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
@@ -330,9 +330,8 @@ class OpenAIClient(HTTPClient):
         base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(model, f"{base_url}/chat/completions", headers, api_key, temperature=temperature,
+        super().__init__(model, base_url, "/chat/completions", headers, api_key, temperature=temperature,
                          top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=stop, **http)
-        self.base_url = base_url
         self.system_message = system_message
         self.reasoning_model = is_reasoning_model(model) if reasoning_model is None else reasoning_model
         self.stream = stream
@@ -378,9 +377,8 @@ class AnthropicClient(HTTPClient):
         base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL).rstrip("/")
         api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
         headers = {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": api_key} if api_key else {})}
-        super().__init__(model, f"{base_url}/messages", headers, api_key, temperature=temperature,
+        super().__init__(model, base_url, "/messages", headers, api_key, temperature=temperature,
                          top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=stop, **http)
-        self.base_url = base_url
 
     def request_body(self, messages: list[dict], params: dict) -> dict:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")

@@ -2,9 +2,11 @@
 (tests/fixture_server.py) so that every run is deterministic. One slow test runs the loop over HTTP against serve.py
 on the embedded model."""
 
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import llm
 import report
 import steer
 import symbench
@@ -339,6 +342,148 @@ def test_retry_errors_reruns_only_the_failed_samples(tmp_path):
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2", "--retry-errors")))
     records = read_lines(tmp_path / "results.jsonl")
     assert len(records) == 2 and not any(r["error"] for r in records)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """steer.py's CLI on argv, which must fail as a user's mistake: exit code 2 and one `error:` line."""
+    with pytest.raises(SystemExit) as stop:
+        steer.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ") or ": error: " in line]  # or argparse's
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_rerun_with_another_configuration_is_refused_unless_appended(tmp_path, capsys):
+    with fixture_server(f"<<<{WRONG}>>>", model="model-A") as server:
+        steer.main(harness_args(server.url, tmp_path, "--task-model", "model-A", "--n", "2"))
+        config = (tmp_path / "config.json").read_text()
+        message = cli_error(capsys, harness_args(server.url, tmp_path, "--task-model", "model-B", "--n", "4"))
+        assert 'roles.task.model: "model-A" -> "model-B"' in message and "--append" in message
+        assert "max_tokens" in cli_error(capsys, harness_args(server.url, tmp_path, "--task-model", "model-A",
+                                                              "--max-tokens", "50"))
+        assert (tmp_path / "config.json").read_text() == config and len(read_lines(tmp_path / "results.jsonl")) == 2
+        steer.main(harness_args(server.url, tmp_path, "--task-model", "model-B", "--n", "4", "--append"))
+    records = read_lines(tmp_path / "results.jsonl")
+    assert [r["config"]["roles"]["task"]["model"] for r in records] == ["model-A"] * 2 + ["model-B"] * 4
+    assert json.loads((tmp_path / "summary.json").read_text())["n"] == 4   # this configuration's records only
+    assert (tmp_path / "config.json").read_text() == config                # the folder's first configuration
+    assert "4 samples planned, 0 already in" in capsys.readouterr().err
+
+
+def test_the_no_key_demo_writes_its_own_folder_and_names_the_embedded_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(llm.LocalClient, "probe", lambda self: None)   # the loop itself is not under test here
+    monkeypatch.setattr(steer, "run_all", lambda *args, **kwargs: [])
+    steer.evaluate(steer.parse_args(["--quiet"]))
+    config = json.loads((tmp_path / "runs" / "demo-codesteer" / "config.json").read_text())["config"]
+    assert not (tmp_path / "runs" / "codesteer").exists()
+    for role in ("task", "steer", "helper"):
+        assert config["roles"][role]["model"] == "smollm2-135m-instruct" and config["roles"][role]["backend"] == "local"
+        assert config["roles"][role]["digest"].startswith("sha256:")
+
+
+def never_answering_server():
+    """A socket that takes connections (the kernel completes them) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("refused", "ConnectionError"),
+    ("not-a-url", "--task-base-url: 'not-a-url' is not an http:// or https:// base URL"),
+    ("ftp", "--task-base-url: 'ftp://example.com/v1' is not an http"),
+    ("max-tokens -5", "--max-tokens must be >= 1, got -5"),
+    ("max-tokens 0", "--max-tokens must be >= 1, got 0"),
+    ("http 500", "HTTP 500"),
+    ("html", "unreadable reply"),
+    ("no choices", "reply without choices"),
+    ("missing ckpt", "--steer-ckpt /nonexistent/ckpt: no such file or directory"),
+    ("corrupt ckpt", "cannot load the checkpoint"),
+    ("never answers", "timed out"),
+])
+def test_a_misconfigured_run_stops_before_its_first_sample(tmp_path, capsys, case, message):
+    out = tmp_path / "run"
+    raw = {"html": (200, "text/html", b"<html><body>Please log in</body></html>"),
+           "no choices": (200, "application/json", b'{"id": "x", "object": "chat.completion"}')}.get(case)
+    corrupt = tmp_path / "model.gguf"
+    corrupt.write_bytes(b"GGUF" + bytes(1000))
+    listener, silent_url = never_answering_server()
+    with listener, fixture_server(f"<<<{WRONG}>>>", statuses=[500] * 10 if case == "http 500" else (),
+                                  raw=raw) as server:
+        url = {"refused": "http://127.0.0.1:9/v1", "not-a-url": "not-a-url", "ftp": "ftp://example.com/v1",
+               "never answers": silent_url}.get(case, server.url)
+        extra = {"max-tokens -5": ["--max-tokens", "-5"], "max-tokens 0": ["--max-tokens", "0"],
+                 "missing ckpt": ["--method", "codesteer", "--steer-ckpt", "/nonexistent/ckpt"],
+                 "corrupt ckpt": ["--method", "codesteer", "--steer-ckpt", str(corrupt)],
+                 "never answers": ["--timeout", "0.5"]}.get(case, [])
+        line = cli_error(capsys, harness_args(url, out, *extra))
+    assert message in line
+    assert not out.exists()   # nothing recorded, not even the folder
+
+
+def test_samples_that_err_mid_run_are_counted_and_too_many_in_a_row_stop_the_run(tmp_path, capsys):
+    samples = GAME24.generate(10, seed=0)
+    failing = {samples[1].question}
+
+    def reply(messages):
+        if messages[-1]["content"] in failing:
+            raise ValueError("the server fell over")
+        return f"<<<{WRONG}>>>"
+
+    with fixture_server(reply) as server:
+        args = harness_args(server.url, tmp_path, "--n", "3", "--concurrency", "1")
+        with pytest.raises(SystemExit) as stop:
+            steer.main(args)
+        assert stop.value.code == 1
+        assert "1 of 3 samples ended in an error" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            steer.main(args)
+        assert "(1 of them ended in an error and are kept: --retry-errors runs them again)" in capsys.readouterr().err
+        failing.update(s.question for s in samples[3:])   # the server dies after sample 3
+        message = cli_error(capsys, harness_args(server.url, tmp_path, "--n", "10", "--concurrency", "1",
+                                                 "--max-consecutive-errors", "2"))
+    assert "the last 2 samples all ended in an error" in message and "--retry-errors" in message
+    assert 3 + 2 <= len(read_lines(tmp_path / "results.jsonl")) < 10   # stopped (a third may have been running)
+
+
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path, capsys):
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        process = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                                    "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 4242'); f.flush(); print(1, flush=True);"
+                                    " time.sleep(60)", str(tmp_path / ".lock")], stdout=subprocess.PIPE)
+        try:
+            process.stdout.readline()   # the other writer holds the lock
+            message = cli_error(capsys, harness_args(server.url, tmp_path))
+        finally:
+            process.kill()
+            process.wait()
+        assert "is in use by a run still going (pid 4242)" in message
+        assert not (tmp_path / "results.jsonl").exists()
+        steer.main(harness_args(server.url, tmp_path, "--n", "1"))   # the lock went with its process
+    assert len(read_lines(tmp_path / "results.jsonl")) == 1
+
+
+def test_the_progress_bar_moves_with_every_llm_call_within_a_sample(tmp_path):
+    text_reply = f"Adding: <<<{WRONG}>>>"
+    bar_text = io.StringIO()
+    progress = steer.Progress(1, file=bar_text)
+    calls_when_the_sample_ended = []
+    on_record = progress.on_record
+    progress.on_record = lambda record: (calls_when_the_sample_ended.append(progress.bar.n), on_record(record))
+    with fixture_server(text_reply, delay=0.05) as task_server, \
+            fixture_server(["Think in text.\n\n", "Try again.", "Try again.", "<<<Return Answer>>>"],
+                           delay=0.05) as steer_server, fixture_server(checker_reply, delay=0.05) as helper_server:
+        clients = clients_for(task_server, steer_server, helper_server)
+        records = steer.run_all([(GAME24, SAMPLE)], "codesteer", clients, steer.Settings(mode="finetuned"),
+                                report.ResultsFile(tmp_path / "results.jsonl"), 1, progress=progress)
+    calls = sum(len(server.requests) for server in (task_server, steer_server, helper_server))
+    assert records[0]["error"] is None and calls > 5
+    assert calls_when_the_sample_ended == [calls]   # every call moved the bar before the sample was done
+    assert "tok/s" in bar_text.getvalue() and f"{calls}call" in bar_text.getvalue()
 
 
 def test_a_complexity_sweep_summarises_each_level_and_plots_it(tmp_path):
