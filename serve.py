@@ -218,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The request body, or None after answering a body that cannot be read (the connection then closes)."""
         self.close_connection = True   # unless the body is read in full below
         text = self.headers.get("Content-Length") or "0"
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             self._send_error(400, f"Content-Length must be a byte count, got {text!r}", "invalid_request_error")
             return None
         if int(text) > MAX_BODY_BYTES:   # the body is left unread

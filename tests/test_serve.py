@@ -268,7 +268,7 @@ def raw_request(url: str, data: bytes, timeout: float = 10) -> bytes:
 
 def test_a_bad_content_length_and_json_nested_too_deep_get_400():
     with ChatServer(EchoClient(), port=0) as server:
-        for length in ("abc", "-5", "1e3"):
+        for length in ("abc", "-5", "1e3", "²"):
             answer = raw_request(server.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                  b"Content-Type: application/json\r\nContent-Length: " + length.encode() + b"\r\n\r\n{}")
             assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length" in answer, answer[:200]

@@ -325,16 +325,19 @@ def test_a_killed_run_resumes_and_runs_every_sample_exactly_once(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["tasks"]["game24"]["n"] == n
 
 
+def failing_on(failing: set[str], answer: str):
+    """A TaskLLM that fails (the fixture answers HTTP 400) on the questions in `failing`, which a test may change."""
+    def reply(messages):
+        if messages[-1]["content"] in failing:
+            raise ValueError("the server fell over")
+        return answer
+    return reply
+
+
 def test_retry_errors_reruns_only_the_failed_samples(tmp_path):
     samples = GAME24.generate(2, seed=0)
     failing = {samples[0].question}
-
-    def reply(messages):
-        if messages[-1]["content"] in failing:
-            raise ValueError("flaky")
-        return f"<<<{RIGHT}>>>"
-
-    with fixture_server(reply) as server:
+    with fixture_server(failing_on(failing, f"<<<{RIGHT}>>>")) as server:
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
         failing.clear()
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
@@ -428,13 +431,7 @@ def test_a_misconfigured_run_stops_before_its_first_sample(tmp_path, capsys, cas
 def test_samples_that_err_mid_run_are_counted_and_too_many_in_a_row_stop_the_run(tmp_path, capsys):
     samples = GAME24.generate(10, seed=0)
     failing = {samples[1].question}
-
-    def reply(messages):
-        if messages[-1]["content"] in failing:
-            raise ValueError("the server fell over")
-        return f"<<<{WRONG}>>>"
-
-    with fixture_server(reply) as server:
+    with fixture_server(failing_on(failing, f"<<<{WRONG}>>>")) as server:
         args = harness_args(server.url, tmp_path, "--n", "3", "--concurrency", "1")
         with pytest.raises(SystemExit) as stop:
             steer.main(args)
