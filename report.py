@@ -70,7 +70,8 @@ def claim_folder(folder: Path, config: dict, append: bool, argv: list[str]):
         started_with = json.loads(path.read_text()).get("config")
     except (ValueError, AttributeError):
         started_with = None
-    differences = config_differences(started_with, config) if isinstance(started_with, dict) else ["config.json"]
+    differences = (config_differences(started_with, config) if isinstance(started_with, dict)
+                   else [f"{path} names no configuration: written by an older version?"])
     if differences and not append:
         shown = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
         raise SystemExit(f"--out {folder} was started with another configuration ({shown}); choose another --out, "

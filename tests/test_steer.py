@@ -373,6 +373,10 @@ def test_a_rerun_with_another_configuration_is_refused_unless_appended(tmp_path,
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 4   # this configuration's records only
     assert (tmp_path / "config.json").read_text() == config                # the folder's first configuration
     assert "4 samples planned, 0 already in" in capsys.readouterr().err
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text('{"method": "only_question", "n": 2}')   # an older version's
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        assert "names no configuration" in cli_error(capsys, harness_args(server.url, tmp_path / "old"))
 
 
 def test_the_no_key_demo_writes_its_own_folder_and_names_the_embedded_model(tmp_path, monkeypatch):
@@ -426,6 +430,13 @@ def test_a_misconfigured_run_stops_before_its_first_sample(tmp_path, capsys, cas
         line = cli_error(capsys, harness_args(url, out, *extra))
     assert message in line
     assert not out.exists()   # nothing recorded, not even the folder
+
+
+def test_the_command_line_reports_a_misconfiguration_in_one_line_with_exit_code_2(tmp_path):
+    result = run_cli(harness_args("http://127.0.0.1:9/v1", tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the TaskLLM does not work")
+    assert not (tmp_path / "run").exists()
 
 
 def test_samples_that_err_mid_run_are_counted_and_too_many_in_a_row_stop_the_run(tmp_path, capsys):
