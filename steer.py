@@ -4,7 +4,8 @@ A small CodeSteerLLM reads the TaskLLM's answers, the results of running their c
 and writes the next guidance: switch to code, switch to text, improve, or stop. The TaskLLM only ever sees the
 guidance.
 
-    python steer.py --task game24                          # embedded SmolLM2-135M in every role: a plumbing demo
+    python steer.py --task game24                          # embedded SmolLM2-135M in every role: a plumbing demo,
+                                                           # written to runs/demo-codesteer
     python steer.py --task game24 --n 20 --task-model gpt-4o --steer-model gpt-4o --out runs/gpt4o-steer
     python steer.py --tasks seen --method codesteer --steer-ckpt runs/dpo/final --concurrency 16 --out runs/cs
     python steer.py --tasks all --data-dir dataset_gather --method all_code --out runs/all_code
@@ -14,7 +15,9 @@ guidance.
 
 Models: OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_BASE_URL or the --*-model / --*-base-url / --steer-ckpt flags
 (llm.make_client picks the backend). With no key and no base URL every role runs the embedded SmolLM2-135M.
-A rerun with the same --out resumes: finished samples (OUT/results.jsonl) are skipped, never repeated.
+A rerun with the same --out resumes: finished samples (OUT/results.jsonl) are skipped, never repeated. A folder holds
+one configuration (OUT/config.json, and in every record): a rerun with another stops, unless --append. Each role is
+probed before sample 1, so a misconfiguration ends the run with one `error:` line (exit code 2), recording nothing.
 
 Tests and benchmark (CPU):
     python -m pytest tests/test_steer.py                  # a few seconds; the integration test is marked slow
