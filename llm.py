@@ -15,12 +15,20 @@ make_client picks the backend; the rule is in its docstring. The HTTP clients re
 errors, timeouts and HTTP 408/409/429/5xx with exponential backoff and full jitter, honouring
 Retry-After; any other 4xx fails at once with an LLMError that names the endpoint, the model,
 the status and the server's message, and never the key. Every client is safe to call from many
-threads; usage totals are kept under a lock.
+threads; usage totals are kept under a lock. `client.probe()` is one cheap call that fails
+fast when a client cannot work at all (wrong URL, no server, a corrupt checkpoint), and
+`client.describe()` says what answers (backend, model, URL or checkpoint with its digest).
+
+Local decoding on the CPU uses the torch thread count that measured fastest when the model
+was loaded (a core that is busy elsewhere makes the default of one thread per core several
+times slower); set_cpu_threads(n) or OMP_NUM_THREADS chooses it instead.
 
 Tests (CPU, a few seconds plus loading the embedded model once):
     python -m pytest tests/test_llm.py tests/test_serve.py
 """
+import copy
 import email.utils
+import hashlib
 import json
 import os
 import random
@@ -29,8 +37,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
+import torch
 
 from checkpoints import load_model, load_tokenizer
 from embedded import embedded_name, is_embedded, resolve_checkpoint
@@ -54,7 +64,10 @@ REQUEST_TIMEOUT_S = 600.0
 # solves tasks by writing code (SmolLM2-135M, "embedded", serves tests). Chosen by measurement:
 # see BENCHMARKS.md.
 DEMO_MODEL = "qwen2.5-coder-0.5b"
+DEMO_DTYPE = "bfloat16"  # on the CPU: decode 1.4x and prefill 2.2x fp32, greedy tokens alike (BENCHMARKS.md)
 RETRY_STATUSES = {408, 409, 429}  # and every 5xx
+PROBE_RETRIES = 1                 # a probe tries twice at most: a misconfiguration must not take minutes to report
+PROBE_MESSAGES = [{"role": "user", "content": "Reply with one word."}]
 
 # Models that take no sampling parameters (spec A.7: o1-family, DeepSeek-R1), recognised by the
 # prefix of the name after any "provider/" part. gpt-5 rejects temperature and max_tokens too.
@@ -138,6 +151,18 @@ class LLMClient:
     def __call__(self, messages: list[dict]) -> str:
         return self.chat(messages).text
 
+    def probe(self) -> None:
+        """One cheap call (a 1-token reply, left out of usage) that raises LLMError when this
+        client cannot work at all; a run checks each of its clients this way before sample 1."""
+        self._trial().chat(PROBE_MESSAGES, max_tokens=1)
+
+    def _trial(self) -> "LLMClient":
+        return copy.copy(self)  # shares the connection and the model, keeps usage of its own
+
+    def describe(self) -> dict:
+        """What answers this client's calls, as a run's records name it."""
+        return {"backend": self.backend, "model": self.model}
+
     @property
     def usage(self) -> Usage:
         with self._usage_lock:
@@ -197,17 +222,28 @@ class HTTPClient(LLMClient):
     """POST JSON with retries. Each thread keeps its own requests.Session (sessions are not
     guaranteed thread-safe, and one pool per thread keeps connections alive under concurrency)."""
 
-    def __init__(self, model: str, url: str, headers: dict, secret: str | None, *,
+    def __init__(self, model: str, base_url: str, path: str, headers: dict, secret: str | None, *,
                  timeout: float = REQUEST_TIMEOUT_S, max_retries: int = MAX_RETRIES,
                  backoff_base: float = BACKOFF_BASE_S, backoff_cap: float = BACKOFF_CAP_S, **sampling):
         super().__init__(model, **sampling)
-        self.url = url
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{base_url!r} is not an http:// or https:// base URL")
+        self.base_url, self.url = base_url, base_url + path
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._headers = {"Content-Type": "application/json", **headers}
         self._secret = secret
         self._local = threading.local()
+
+    def _trial(self) -> "HTTPClient":
+        trial = super()._trial()
+        trial.max_retries = min(self.max_retries, PROBE_RETRIES)
+        return trial
+
+    def describe(self) -> dict:
+        return {**super().describe(), "url": self.url}
 
     def _session(self) -> requests.Session:
         if getattr(self._local, "session", None) is None:
@@ -249,6 +285,8 @@ class HTTPClient(LLMClient):
                         retry_after = None if retry_after is None else retry_after / 1000
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 status, last = None, f"{type(e).__name__}: {e}"
+            except requests.RequestException as e:  # an unusable URL (a bad port, say): no retry helps
+                raise self._fail(f"could not be sent: {type(e).__name__}: {e}") from None
             if attempt == attempts - 1:
                 raise self._fail(f"failed after {attempts} attempts; last error: {last}", status)
             self._record(Usage(retries=1))
@@ -301,9 +339,8 @@ class OpenAIClient(HTTPClient):
         base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(model, f"{base_url}/chat/completions", headers, api_key, temperature=temperature,
+        super().__init__(model, base_url, "/chat/completions", headers, api_key, temperature=temperature,
                          top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed, stop=stop, **http)
-        self.base_url = base_url
         self.system_message = system_message
         self.reasoning_model = is_reasoning_model(model) if reasoning_model is None else reasoning_model
         self.stream = stream
@@ -349,9 +386,8 @@ class AnthropicClient(HTTPClient):
         base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL).rstrip("/")
         api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
         headers = {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": api_key} if api_key else {})}
-        super().__init__(model, f"{base_url}/messages", headers, api_key, temperature=temperature,
+        super().__init__(model, base_url, "/messages", headers, api_key, temperature=temperature,
                          top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=stop, **http)
-        self.base_url = base_url
 
     def request_body(self, messages: list[dict], params: dict) -> dict:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
@@ -380,6 +416,56 @@ class AnthropicClient(HTTPClient):
 
 MAX_LOCAL_BATCH = 16  # concurrent chats on one local model decoded together at the most
 GATHER_S = 0.01       # how long a batch waits for company before it starts
+
+# CPU decoding runs many small parallel regions (one per matrix-vector product), and each waits
+# for its slowest thread. torch's default of one thread per core is right on an idle machine,
+# but a core busy elsewhere deschedules one thread of every region: on the 2-core CI machine
+# with one core busy, 2 threads decoded 4.5 tokens/s and 1 thread 21. So the count is measured
+# where the model is loaded, once per process, unless set_cpu_threads or OMP_NUM_THREADS set it.
+_cpu_threads: int | None = None
+_cpu_threads_lock = threading.Lock()
+
+
+def set_cpu_threads(n: int | None) -> None:
+    """The torch thread count for local CPU decoding from now on (None: measure it)."""
+    global _cpu_threads
+    if n is not None and n < 1:
+        raise ValueError(f"the thread count must be >= 1, got {n}")
+    _cpu_threads = n
+
+
+def measure_cpu_threads(repeats: int = 48, trials: int = 5) -> int:
+    """The thread count for decoding now: of 1, 2, 4, ... up to the cores that the load
+    average leaves idle, the one under which decode-shaped matrix-vector products (SmolLM2-135M's
+    MLP) run fastest, by the median of a few short trials (~0.1 s per candidate): a lucky
+    trial, while a busy core's other work waited, must not decide."""
+    idle = max(1, round((os.cpu_count() or 1) - os.getloadavg()[0]))
+    candidates = sorted({min(2 ** i, idle) for i in range(idle.bit_length() + 1)})
+    if candidates == [1]:
+        return 1
+    vector, matrix = torch.randn(1, 576), torch.randn(576, 1536)
+    medians = {}
+    for n in candidates:
+        torch.set_num_threads(n)
+        vector @ matrix  # warm up this thread team
+        seconds = []
+        for _ in range(trials):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                vector @ matrix
+            seconds.append(time.perf_counter() - start)
+        medians[n] = sorted(seconds)[trials // 2]
+    return min(medians, key=medians.get)
+
+
+def cpu_threads() -> int | None:
+    """The thread count for CPU decoding in this process: set, measured once, or None when
+    OMP_NUM_THREADS already chose it."""
+    global _cpu_threads
+    with _cpu_threads_lock:
+        if _cpu_threads is None and not os.environ.get("OMP_NUM_THREADS"):
+            _cpu_threads = measure_cpu_threads()
+        return _cpu_threads
 
 
 @dataclass
@@ -452,6 +538,9 @@ class _Resident:
     def _work(self, load, loaded: threading.Event, failure: list):
         try:
             self.transformer, self.tokenizer = load()
+            threads = cpu_threads() if next(self.transformer.parameters()).device.type == "cpu" else None
+            if threads is not None:  # on this thread: each thread that runs torch work has its own team
+                torch.set_num_threads(threads)
         except BaseException as e:
             failure.append(e)
             return
@@ -513,6 +602,15 @@ def _load_resident(ckpt, device, dtype) -> _Resident:
         return _residents[key]
 
 
+def checkpoint_digest(path: Path) -> str:
+    """A cheap fingerprint of a checkpoint file or directory: sha256 over each file's name, size
+    and mtime (hashing the contents of a 16 GB checkpoint would take minutes)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    listing = "\n".join(f"{p.relative_to(path) if path.is_dir() else p.name} {p.stat().st_size} "
+                         f"{p.stat().st_mtime_ns}" for p in files)
+    return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
+
+
 def _stop_strings(stop) -> list[str]:
     return [s for s in ([stop] if isinstance(stop, str) else list(stop or [])) if s]
 
@@ -554,13 +652,27 @@ class LocalClient(LLMClient):
         default_name = embedded_name(ckpt) if is_embedded(ckpt) else Path(ckpt).name
         super().__init__(name or default_name, temperature=temperature, top_p=top_p, top_k=top_k,
                          max_tokens=max_tokens, seed=seed, stop=stop)
-        self.ckpt, self.device, self.dtype = ckpt, device, dtype
+        self.ckpt = ckpt if transformer is None else None  # None: nothing to load, the model was handed over
+        self.device, self.dtype = device, dtype
         self._resident = None if transformer is None else _Resident(lambda: (transformer, tokenizer))
 
     def resident(self) -> _Resident:
         if self._resident is None:
             self._resident = _load_resident(self.ckpt, self.device, self.dtype)
         return self._resident
+
+    def probe(self) -> None:
+        try:
+            self.resident()
+        except Exception as e:  # a missing, truncated or foreign file fails in many ways, all the user's to fix
+            raise LLMError(f"cannot load the checkpoint {self.ckpt}: {type(e).__name__}: {e}", model=self.model) from e
+        super().probe()
+
+    def describe(self) -> dict:
+        if self.ckpt is None:  # a model handed over in memory
+            return super().describe()
+        path = resolve_checkpoint(self.ckpt)
+        return {**super().describe(), "ckpt": str(self.ckpt), "digest": checkpoint_digest(path)}
 
     @property
     def tokenizer(self) -> ChatTokenizer:
@@ -646,7 +758,7 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
         return AnthropicClient(model, api_key=api_key, **anthropic_options)
     if base_url or os.environ.get("OPENAI_BASE_URL") or (not claude and (api_key or os.environ.get("OPENAI_API_KEY"))):
         return OpenAIClient(model or "gpt-4o", base_url=base_url, api_key=api_key, **options)
-    client = LocalClient(DEMO_MODEL, **_local_options(options))
+    client = LocalClient(DEMO_MODEL, dtype=getattr(torch, DEMO_DTYPE), **_local_options(options))
     wanted = "ANTHROPIC_API_KEY" if claude else "OPENAI_API_KEY or OPENAI_BASE_URL"
     client.fallback_reason = (f"no {wanted} is set, so {model or 'the LLM'} is replaced by the embedded "
                               f"{client.model}")

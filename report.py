@@ -1,7 +1,8 @@
-"""What an evaluation run writes and how runs are summarised: the append-only results file (safe to
-kill at any moment), summary.json, the printed tables, the paper's normalised-average comparison
+"""What an evaluation run writes and how runs are summarised: the run folder (one writer at a time, one
+configuration, named in config.json), the append-only results file (safe to kill at any moment), summary.json, the printed tables, the paper's normalised-average comparison
 across methods (spec A.6.6) and score-vs-complexity plots. Used by steer.py.
 """
+import fcntl
 import json
 import os
 import sys
@@ -15,11 +16,86 @@ def total_tokens(record: dict) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Results file: append-only JSON lines, safe to kill at any moment
+# A run folder: one writer, one configuration, an append-only results file
+
+RECORD_KEY_FIELDS = ("task", "id", "method", "complexity")
+RECORD_FIELDS = RECORD_KEY_FIELDS + ("score", "solved", "error", "seconds")
+
+
+class FolderLock:
+    """`with FolderLock(out):` makes this process the folder's only writer: an exclusive flock on OUT/.lock, which the
+    kernel releases however the process ends (kill -9 included), so a stale lock cannot outlive its run."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self):
+        self.file = open(self.folder / ".lock", "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise SystemExit(f"--out {self.folder} is in use by a run still going ({holder}); wait for it to end or "
+                             "choose another --out") from None
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()   # closing releases the lock
+
+
+def config_differences(old, new, prefix: str = "") -> list[str]:
+    """'field: old -> new' for every leaf that differs between two nested configurations."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [difference for key in sorted(set(old) | set(new), key=str)
+                for difference in config_differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def claim_folder(folder: Path, config: dict, append: bool, argv: list[str]):
+    """OUT/config.json names the configuration the folder was started with, written once. A run of another
+    configuration stops here, unless `append` (its records name their own configuration)."""
+    path = folder / "config.json"
+    if not path.exists():
+        if (folder / "results.jsonl").exists() and not append:
+            raise SystemExit(f"--out {folder} holds results but no config.json, so their configuration is unknown; "
+                             "choose another --out, or pass --append to add to them anyway")
+        write_json_atomically(path, {"config": config, "argv": argv})
+        return
+    try:
+        started_with = json.loads(path.read_text()).get("config")
+    except (ValueError, AttributeError):
+        started_with = None
+    differences = (config_differences(started_with, config) if isinstance(started_with, dict)
+                   else [f"{path} names no configuration: written by an older version?"])
+    if differences and not append:
+        shown = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
+        raise SystemExit(f"--out {folder} was started with another configuration ({shown}); choose another --out, "
+                         "or pass --append to add these records to it anyway")
+
+
+def parse_record(line: bytes) -> dict | None:
+    """The record a results line holds, or None when it holds none (torn, binary, or JSON of another shape)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(value, dict) or not all(field in value for field in RECORD_FIELDS):
+        return None
+    if not all(isinstance(value[field], (str, int, type(None))) for field in RECORD_KEY_FIELDS):
+        return None   # the resume key must be hashable and comparable
+    return value if isinstance(value["score"], (int, float)) else None
+
 
 class ResultsFile:
     """OUT/results.jsonl. Each record is one line written with one write, flushed and fsynced under a lock, so a
-    crash leaves at most a torn last line, which `read` drops (and `repair` cuts off) on resume."""
+    crash leaves at most a torn last line. A line that holds no record is reported by number and skipped, and it
+    stays in the file: only a torn last line is cut off (by `read(repair=True)`, so that the next record starts on a
+    line of its own), and a complete last record that lacks its newline gets one."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -29,21 +105,31 @@ class ResultsFile:
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            print(f"{self.path}: dropping a torn last line ({len(data) - end} bytes) from an interrupted run",
-                  file=sys.stderr)
-            if repair:
-                with open(self.path, "r+b") as file:
-                    file.truncate(end)
-                    os.fsync(file.fileno())
-        records = []
-        for number, line in enumerate(data[:end].splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    print(f"{self.path}:{number}: skipping an unreadable line", file=sys.stderr)
+        *lines, tail = data.split(b"\n")   # tail: what follows the last newline
+        records, skipped = [], []
+        for number, line in enumerate(lines, 1):
+            record = parse_record(line) if line.strip() else None
+            if record is not None:
+                records.append(record)
+            elif line.strip():
+                skipped.append(number)
+        if skipped:
+            shown = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+            print(f"{self.path}: skipping {len(skipped)} lines that hold no record (lines {shown}); they are left in "
+                  "the file", file=sys.stderr)
+        last = parse_record(tail) if tail.strip() else None
+        if last is not None:
+            records.append(last)
+        elif tail.strip():
+            print(f"{self.path}: dropping a torn last line ({len(tail)} bytes) from an interrupted run", file=sys.stderr)
+        if repair and tail:
+            with open(self.path, "r+b") as file:
+                if last is None:
+                    file.truncate(len(data) - len(tail))
+                else:
+                    file.seek(0, os.SEEK_END)
+                    file.write(b"\n")
+                os.fsync(file.fileno())
         return records
 
     def append(self, record: dict):
@@ -53,14 +139,19 @@ class ResultsFile:
             file.flush()
             os.fsync(file.fileno())
 
-    def rewrite(self, records: list[dict]):
-        """Replace the file atomically (used to drop errored records before retrying them)."""
-        temporary = self.path.with_suffix(".jsonl.tmp")
-        with self._lock, open(temporary, "wb") as file:
-            file.write(b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+    def drop(self, unwanted) -> int:
+        """Remove, atomically, the records for which unwanted(record) holds, keeping every other line as it is (used
+        to drop errored records before retrying them); returns how many went."""
+        with self._lock:
+            lines = self.path.read_bytes().splitlines(keepends=True)
+            kept = [line for line in lines if (record := parse_record(line)) is None or not unwanted(record)]
+            temporary = self.path.with_suffix(".jsonl.tmp")
+            with open(temporary, "wb") as file:
+                file.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in kept))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        return len(lines) - len(kept)
 
 
 def write_json_atomically(path: Path, payload):
@@ -91,7 +182,8 @@ def summarize(method: str, records: list[dict]) -> dict:
                                       for level in levels}
         tasks[task_id] = entry
     scores = {task_id: entry["score"] for task_id, entry in tasks.items()}
-    return dict(method=method, tasks=tasks, average=_mean(scores.values()),
+    return dict(method=method, tasks=tasks, n=len(records), errors=sum(bool(r["error"]) for r in records),
+                average=_mean(scores.values()),
                 seen_average=_mean(s for t, s in scores.items() if t in symbench.SEEN_TASK_IDS),
                 unseen_average=_mean(s for t, s in scores.items() if t in symbench.UNSEEN_TASK_IDS))
 

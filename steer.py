@@ -4,7 +4,8 @@ A small CodeSteerLLM reads the TaskLLM's answers, the results of running their c
 and writes the next guidance: switch to code, switch to text, improve, or stop. The TaskLLM only ever sees the
 guidance.
 
-    python steer.py --task game24                          # embedded SmolLM2-135M in every role: a plumbing demo
+    python steer.py --task game24                          # embedded Qwen2.5-Coder-0.5B in every role: a local demo,
+                                                           # written to runs/demo-codesteer
     python steer.py --task game24 --n 20 --task-model gpt-4o --steer-model gpt-4o --out runs/gpt4o-steer
     python steer.py --tasks seen --method codesteer --steer-ckpt runs/dpo/final --concurrency 16 --out runs/cs
     python steer.py --tasks all --data-dir dataset_gather --method all_code --out runs/all_code
@@ -13,17 +14,21 @@ guidance.
     python steer.py --help
 
 Models: OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_BASE_URL or the --*-model / --*-base-url / --steer-ckpt flags
-(llm.make_client picks the backend). With no key and no base URL every role runs the embedded SmolLM2-135M.
-A rerun with the same --out resumes: finished samples (OUT/results.jsonl) are skipped, never repeated.
+(llm.make_client picks the backend). With no key and no base URL every role runs the embedded Qwen2.5-Coder-0.5B.
+A rerun with the same --out resumes: finished samples (OUT/results.jsonl) are skipped, never repeated. A folder holds
+one configuration (OUT/config.json, and in every record): a rerun with another stops, unless --append. Each role is
+probed before sample 1, so a misconfiguration ends the run with one `error:` line (exit code 2), recording nothing.
 
 Tests and benchmark (CPU):
     python -m pytest tests/test_steer.py                  # a few seconds; the integration test is marked slow
     python bench/bench_steer.py
 """
 import argparse
+import json
 import random
 import re
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,8 +42,10 @@ import symbench
 from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANNING_ANSWER_NAMES, SandboxUnavailable,
                       configure_executor, execution_feedback, extract_code, run_for_answer, run_python,
                       self_answer_check, symbolic_summary)
-from llm import DEFAULT_MAX_TOKENS, LLMError, make_client
-from report import ResultsFile, compare, format_summary, plot_sweeps, summarize, write_json_atomically
+from embedded import is_embedded
+from llm import DEFAULT_MAX_TOKENS, LLMError, make_client, set_cpu_threads
+from report import (FolderLock, ResultsFile, claim_folder, compare, format_summary, plot_sweeps, summarize,
+                    write_json_atomically)
 from symbench.core import extract_answer
 
 # Spec A.1.
@@ -55,6 +62,7 @@ SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code out
 MAX_STORED_CHARS = 20_000                    # longest execution output or candidate text kept in a record
 METHODS = ("codesteer", "only_question", "all_text", "all_code", "code_text_choice", "code_interpreter")
 FATAL_STATUSES = (401, 403, 404)             # the same for every sample: stop the run instead of recording each
+DEFAULT_TIMEOUT_S = 120.0                    # per request: far above one turn's reply, far below a hang's patience
 
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts (A.2), in our own words. The question is appended directly after CHOICE_PROMPT, CODE_PROMPT and TEXT_PROMPT.
@@ -135,10 +143,11 @@ def alternate(inputs: list[str], outputs: list[str]) -> list[dict]:
 # Roles: one LLM client seen from one sample, with the tokens and time that sample spent on it
 
 class Role:
-    """`role(messages) -> text` through a shared client, with this role's sampling, tallying this sample's usage."""
+    """`role(messages) -> text` through a shared client, with this role's sampling, tallying this sample's usage;
+    `on_reply(reply)`, if given, hears of every reply as it comes (the run's progress bar)."""
 
-    def __init__(self, client, **sampling):
-        self.client, self.sampling = client, sampling
+    def __init__(self, client, on_reply: Callable | None = None, **sampling):
+        self.client, self.sampling, self.on_reply = client, sampling, on_reply
         self.calls = self.prompt_tokens = self.completion_tokens = 0
         self.seconds = 0.0
 
@@ -148,6 +157,8 @@ class Role:
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
         self.seconds += reply.seconds
+        if self.on_reply is not None:
+            self.on_reply(reply)
         return reply.text
 
     def usage(self) -> dict:
@@ -454,11 +465,13 @@ class Clients:
     task: object
     steer: object
     helper: object | None
+    on_reply: Callable | None = None   # called with every reply of every role
 
     def roles(self, settings: Settings) -> Roles:
         steer_sampling = FINETUNED_STEER_SAMPLING if settings.mode == "finetuned" else GREEDY
-        return Roles(task=Role(self.task, **GREEDY), steer=Role(self.steer, **steer_sampling),
-                     helper=Role(self.helper, **GREEDY) if self.helper is not None else None)
+        return Roles(task=Role(self.task, self.on_reply, **GREEDY), steer=Role(self.steer, self.on_reply,
+                                                                               **steer_sampling),
+                     helper=Role(self.helper, self.on_reply, **GREEDY) if self.helper is not None else None)
 
 
 def run_sample(sample: symbench.Sample, task: symbench.Task, method: str, clients: Clients,
@@ -576,24 +589,54 @@ def take_shard(items: list, shard: tuple[int, int] | None) -> list:
     return items if shard is None else items[shard[0] - 1::shard[1]]
 
 
-def build_clients(args) -> tuple[Clients, str, dict[str, str | None]]:
-    """(clients, CodeSteer mode, {role this method uses: why it runs the embedded model, or None})."""
+ROLE_NAMES = {"task": "TaskLLM", "steer": "CodeSteerLLM", "helper": "helper LLM"}   # Clients attribute -> role
+
+
+def build_clients(args) -> tuple[Clients, str, list[str]]:
+    """(clients, CodeSteer mode, the Clients attributes of the roles this method uses)."""
+    def client(flag: str, model, base_url, **options):
+        try:
+            return make_client(model, base_url=base_url, timeout=args.timeout, **options)
+        except ValueError as error:   # an unusable base URL
+            raise SystemExit(f"{flag if base_url else 'OPENAI_BASE_URL'}: {error}") from None
+
     max_tokens = args.max_tokens or DEFAULT_MAX_TOKENS
-    task = make_client(args.task_model, base_url=args.task_base_url, system_message="", max_tokens=max_tokens)
-    steer_client = make_client(args.steer_model, base_url=args.steer_base_url, ckpt=args.steer_ckpt,
-                               max_tokens=args.max_tokens or STEER_MAX_TOKENS)
+    task = client("--task-base-url", args.task_model, args.task_base_url, system_message="", max_tokens=max_tokens)
+    steer_client = client("--steer-base-url", args.steer_model, args.steer_base_url, ckpt=args.steer_ckpt,
+                          max_tokens=args.max_tokens or STEER_MAX_TOKENS)
     helper = None
     if not args.no_helper:
         helper_base_url = args.helper_base_url or (None if args.helper_model else args.task_base_url)
-        helper = make_client(args.helper_model or args.task_model, base_url=helper_base_url, max_tokens=max_tokens)
-    # A locally loaded or self-served CodeSteer is a trained one (or stands in for one); an API model is untrained.
-    local_steer = bool(args.steer_ckpt or args.steer_base_url or steer_client.fallback_reason)
+        helper = client("--helper-base-url", args.helper_model or args.task_model, helper_base_url,
+                        max_tokens=max_tokens)
+    # A locally loaded or self-served CodeSteer is a trained one; an API model, or the embedded coder model standing
+    # in for one (the no-key demo), is untrained and gets the API-mode prompts.
+    local_steer = bool(args.steer_ckpt or args.steer_base_url)
     mode = args.steer_mode or ("finetuned" if local_steer else "api")
-    used = {"TaskLLM": task, "helper LLM": helper}
-    if args.method in USES_STEER:
-        used["CodeSteerLLM"] = steer_client
-    fallbacks = {name: client.fallback_reason for name, client in used.items() if client is not None}
-    return Clients(task, steer_client, helper), mode, fallbacks
+    used = ["task"] + (["steer"] if args.method in USES_STEER else []) + (["helper"] if helper is not None else [])
+    return Clients(task, steer_client, helper), mode, used
+
+
+def probe_roles(clients: Clients, used: list[str]):
+    """Before sample 1, one cheap call per role (a local checkpoint loads): a wrong URL, a server that is down or
+    answers garbage, an invalid parameter or a bad checkpoint stops the run here, instead of scoring every sample 0."""
+    for name in used:
+        try:
+            getattr(clients, name).probe()
+        except LLMError as error:
+            flags = f"--{name}-model, --{name}-base-url" + (", --steer-ckpt" if name == "steer" else "")
+            raise SystemExit(f"the {ROLE_NAMES[name]} does not work, so nothing was run: {error} (see {flags}, "
+                             "--max-tokens, --timeout)") from None
+
+
+def run_config(method: str, clients: Clients, settings: Settings, used: list[str], judge: bool) -> dict:
+    """What produced a record: per role the backend, model, URL or checkpoint (with its digest), sampling and token
+    budget; the method and the loop's settings. A run folder holds records of one configuration."""
+    roles = clients.roles(settings)
+    config = dict(method=method, judge=judge, settings=asdict(settings), roles={
+        name: {**getattr(roles, name).client.describe(), **getattr(roles, name).client.defaults,
+               **getattr(roles, name).sampling} for name in used})
+    return json.loads(json.dumps(config))   # as read back from a record
 
 
 def loop_settings(args, mode: str) -> Settings:
@@ -606,11 +649,12 @@ def loop_settings(args, mode: str) -> Settings:
 
 
 DEMO_NOTICE = """\
-NOTE: a plumbing demo. No API key or base URL is set, so every role runs the embedded SmolLM2-135M, which cannot
-really solve SymBench tasks: expect scores near 0. Point the roles at real models with OPENAI_API_KEY,
+NOTE: a local demo. No API key or base URL is set, so every role (TaskLLM, an untrained API-mode CodeSteerLLM and
+the helper) runs the embedded {model} on this machine, one copy shared by all roles. Its scores are those of a
+small local model, not of the paper's GPT-4o. Point the roles at real models with OPENAI_API_KEY,
 ANTHROPIC_API_KEY or OPENAI_BASE_URL, or --task-model/--task-base-url, --steer-model/--steer-base-url or --steer-ckpt
 (a trained CodeSteer), --helper-model/--helper-base-url. Demo defaults where not given: --n {n}, --max-tokens
-{max_tokens}, --max-turns {max_turns}."""
+{max_tokens}, --max-turns {max_turns}, --out {out}."""
 
 
 def evaluate(args) -> dict:
@@ -622,9 +666,14 @@ def evaluate(args) -> dict:
     tasks = select_tasks(args)
     if not tasks:
         raise SystemExit("no task to run")
-    clients, mode, fallbacks = build_clients(args)
+    set_cpu_threads(args.threads)
+    clients, mode, used = build_clients(args)
+    fallbacks = {ROLE_NAMES[name]: getattr(clients, name).fallback_reason for name in used}
     if all(fallbacks.values()):   # every role runs the embedded model, sharing one resident copy
-        print(DEMO_NOTICE.format(n=DEMO_N, max_tokens=DEMO_MAX_TOKENS, max_turns=DEMO_MAX_TURNS), file=sys.stderr)
+        args.out = args.out or f"runs/demo-{args.method}"   # never the folder of a later run with real models
+        print(DEMO_NOTICE.format(model=clients.task.model, n=DEMO_N, max_tokens=DEMO_MAX_TOKENS,
+                                 max_turns=DEMO_MAX_TURNS, out=args.out),
+              file=sys.stderr)
         if args.max_tokens is None:
             args.max_tokens = DEMO_MAX_TOKENS
             clients, mode, _ = build_clients(args)   # the model loads on first use, so this costs nothing
@@ -634,56 +683,114 @@ def evaluate(args) -> dict:
         for role, reason in fallbacks.items():
             if reason:
                 print(f"NOTE: {role}: {reason}", file=sys.stderr)
+    args.out = args.out or f"runs/{args.method}"
     if args.n is None:
         args.n = 0 if args.data_dir is not None else 20    # 0: every original sample
     settings = loop_settings(args, mode)
     if args.judge:
         install_judges(tasks, clients.helper)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "config.json", {**vars(args), "settings": asdict(settings), "argv": sys.argv[1:]})
     planned = plan_samples(tasks, args)
-    results = ResultsFile(out / "results.jsonl")
-    previous = results.read(repair=True)
-    if args.retry_errors and any(r.get("error") for r in previous):
-        previous = [r for r in previous if not r.get("error")]
-        results.rewrite(previous)
-    done = {record_key(r): r for r in previous}
-    planned_keys = [(task.id, sample.id, args.method, sample.complexity) for task, sample in planned]
-    todo = [work for work, key in zip(planned, planned_keys) if key not in done]
-    print(f"{len(planned)} samples planned, {len(planned) - len(todo)} already in {results.path}, {len(todo)} to run "
-          f"(method {args.method}, CodeSteer mode {mode})", file=sys.stderr)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file; it names the run's folder")
+    probe_roles(clients, used)
+    config = run_config(args.method, clients, settings, used, args.judge)
 
-    new = run_all(todo, args.method, clients, settings, results, args.concurrency, progress=not args.quiet)
-    finished = {**done, **{record_key(r): r for r in new}}
-    summary = summarize(args.method, [finished[key] for key in planned_keys if key in finished])
-    write_json_atomically(out / "summary.json", summary)
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out):
+        claim_folder(out, config, args.append, sys.argv[1:])
+        results = ResultsFile(out / "results.jsonl")
+        previous = [r for r in results.read(repair=True) if r.get("config") == config]   # --append: others too
+        if args.retry_errors:
+            results.drop(lambda r: bool(r["error"]) and r.get("config") == config)
+            previous = [r for r in previous if not r["error"]]
+        done = {record_key(r): r for r in previous}
+        planned_keys = [(task.id, sample.id, args.method, sample.complexity) for task, sample in planned]
+        todo = [work for work, key in zip(planned, planned_keys) if key not in done]
+        errored = sum(bool(done[key]["error"]) for key in planned_keys if key in done)
+        print(f"{len(planned)} samples planned, {len(planned) - len(todo)} already in {results.path}"
+              + (f" ({errored} of them ended in an error and are kept: --retry-errors runs them again)"
+                 if errored else "")
+              + f", {len(todo)} to run (method {args.method}, CodeSteer mode {mode})", file=sys.stderr)
+
+        new = run_all(todo, args.method, clients, settings, results, args.concurrency,
+                      progress=not args.quiet, max_consecutive_errors=args.max_consecutive_errors, config=config)
+        finished = {**done, **{record_key(r): r for r in new}}
+        summary = summarize(args.method, [finished[key] for key in planned_keys if key in finished])
+        write_json_atomically(out / "summary.json", {**summary, "config": config})
     print(format_summary(summary))
     for path in plot_sweeps(summary, out):
         print(f"plot: {path}")
     return summary
 
 
+class Progress:
+    """The run's progress bar. It counts LLM calls, so it moves within a sample (a CodeSteer sample makes up to ~100),
+    and shows the samples done, their mean score, the errors and the decoding speed (completion tokens per second
+    of wall time, all roles together). on_reply and on_record may be called from any thread."""
+
+    def __init__(self, samples: int, enabled: bool = True, file=sys.stderr):
+        self.samples, self.done, self.score_sum, self.errors, self.tokens = samples, 0, 0.0, 0, 0
+        self.started = time.perf_counter()
+        self.bar = tqdm(unit="call", disable=not enabled, file=file)
+        self._lock = threading.Lock()
+        self._show()
+
+    def on_reply(self, reply):
+        with self._lock:
+            self.tokens += reply.completion_tokens
+            self._show()
+            self.bar.update(1)
+
+    def on_record(self, record: dict):
+        with self._lock:
+            self.done, self.score_sum = self.done + 1, self.score_sum + record["score"]
+            self.errors += bool(record["error"])
+            self._show()
+            self.bar.refresh()
+
+    def _show(self):
+        score = f"{self.score_sum / self.done:.2f}" if self.done else "-"
+        speed = self.tokens / max(time.perf_counter() - self.started, 1e-6)
+        self.bar.set_postfix_str(f"samples {self.done}/{self.samples}, score {score}, errors {self.errors}, "
+                                 f"{speed:.1f} tok/s", refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+MAX_CONSECUTIVE_ERRORS = 5   # samples in a row that end in an error before the run stops
+
+
 def run_all(todo, method: str, clients: Clients, settings: Settings, results: ResultsFile, concurrency: int,
-            progress: bool = True) -> list[dict]:
-    """Run the samples on `concurrency` threads, appending each record to `results` as soon as it is done."""
+            progress: Progress | bool = True, max_consecutive_errors: int = MAX_CONSECUTIVE_ERRORS,
+            config: dict | None = None) -> list[dict]:
+    """Run the samples on `concurrency` threads, appending each record (with `config`, what produced it) to `results`
+    as soon as it is done. After max_consecutive_errors errored samples in a row (0: never) the run stops: a server
+    that went down mid-run would otherwise fail every remaining sample in turn."""
+    if not isinstance(progress, Progress):
+        progress = Progress(len(todo), enabled=progress and bool(todo))
+    clients = replace(clients, on_reply=progress.on_reply)
+
     def run_and_save(task, sample):
         record = run_sample(sample, task, method, clients, settings)
+        if config is not None:
+            record["config"] = config
         results.append(record)
         return record
 
-    records, score_sum, errors = [], 0.0, 0
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, \
-            tqdm(total=len(todo), disable=not progress or not todo, unit="sample", file=sys.stderr) as bar:
+    records, in_a_row = [], 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(run_and_save, task, sample) for task, sample in todo]
         try:
             for future in as_completed(futures):
                 record = future.result()
                 records.append(record)
-                score_sum, errors = score_sum + record["score"], errors + bool(record["error"])
-                bar.update(1)
-                bar.set_postfix(score=f"{score_sum / len(records):.2f}", errors=errors)
+                progress.on_record(record)
+                in_a_row = in_a_row + 1 if record["error"] else 0
+                if max_consecutive_errors and in_a_row >= max_consecutive_errors:
+                    raise FatalLLMError(f"the last {in_a_row} samples all ended in an error, the last with "
+                                        f"{record['error'][:300]}; fix the cause, then rerun with --retry-errors")
         except (FatalLLMError, KeyboardInterrupt) as error:
             for future in futures:
                 future.cancel()
@@ -693,6 +800,8 @@ def run_all(todo, method: str, clients: Clients, settings: Settings, results: Re
             if isinstance(error, KeyboardInterrupt):
                 raise
             raise SystemExit(f"stopping the run: {error}") from None
+        finally:
+            progress.close()
     return records
 
 
@@ -754,19 +863,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     loop.add_argument("--original-itertools", action="store_true", help="the original's itertools detection")
     run = parser.add_argument_group("running")
     run.add_argument("--concurrency", type=int, default=8, help="samples run at once (default 8)")
-    run.add_argument("--out", help="run directory (default runs/<method>); rerun with it to resume")
+    run.add_argument("--out", help="run directory (default runs/<method>, embedded demo runs/demo-<method>); rerun "
+                                   "with it to resume. It keeps the configuration it was started with")
+    run.add_argument("--append", action="store_true",
+                     help="add records of another configuration to --out (each record names its own)")
     run.add_argument("--retry-errors", action="store_true", help="on resume, rerun samples that ended in an error")
+    run.add_argument("--max-consecutive-errors", type=int, default=MAX_CONSECUTIVE_ERRORS,
+                     help=f"stop the run after this many errored samples in a row (default {MAX_CONSECUTIVE_ERRORS}, "
+                          "0: never)")
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                     help=f"seconds to wait for a server's reply before retrying (default {DEFAULT_TIMEOUT_S:.0f})")
+    run.add_argument("--threads", type=int, help="torch CPU threads for local decoding (default: the fastest of "
+                                                 "1..cores by a short measurement at load; OMP_NUM_THREADS also sets it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--unsafe-executor", action="store_true",
                      help="where the bubblewrap sandbox cannot run, run model code anyway with per-process limits only")
     run.add_argument("--shard", type=parse_shard, help="K/N: run only the K-th of N slices of the samples (N "
                                                          "processes or machines share one evaluation)")
     args = parser.parse_args(argv)
-    args.out = args.out or f"runs/{args.method}"
-    if args.n is not None and args.n < 0 or args.concurrency < 1 or (args.max_turns is not None and args.max_turns < 1):
-        parser.error("--n must be >= 0, --concurrency and --max-turns >= 1")
+    for flag, value, low in (("--n", args.n, 0), ("--concurrency", args.concurrency, 1),
+                             ("--max-turns", args.max_turns, 1), ("--max-tokens", args.max_tokens, 1),
+                             ("--max-consecutive-errors", args.max_consecutive_errors, 0),
+                             ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            parser.error(f"{flag} must be >= {low}, got {value}")
+    if not args.timeout > 0:
+        parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     if args.steer_ckpt and args.steer_base_url:
         parser.error("give --steer-ckpt or --steer-base-url, not both")
+    if args.steer_ckpt is not None and not is_embedded(args.steer_ckpt) and not Path(args.steer_ckpt).exists():
+        parser.error(f"--steer-ckpt {args.steer_ckpt}: no such file or directory")
     if args.n == 0 and args.data_dir is None:
         parser.error("--n 0 (all samples) needs --data-dir")
     try:
@@ -779,13 +905,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None):
+    """The CLI. A user's mistake (a flag, a file, a server that does not work) ends it with one `error:` line and exit
+    code 2; a finished run in which some samples erred, with a count of them and exit code 1."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "compare":
-        if len(argv) < 2:
-            raise SystemExit("usage: steer.py compare RUN_DIR [RUN_DIR ...]")
-        print(compare(argv[1:]))
-        return
-    evaluate(parse_args(argv))
+    try:
+        if argv and argv[0] == "compare":
+            if len(argv) < 2:
+                raise SystemExit("usage: steer.py compare RUN_DIR [RUN_DIR ...]")
+            print(compare(argv[1:]))
+            return
+        summary = evaluate(parse_args(argv))
+    except SystemExit as stop:
+        if isinstance(stop.code, str):   # raised with a message for the user
+            print(f"error: {stop.code}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    if summary["errors"]:
+        print(f"{summary['errors']} of {summary['n']} samples ended in an error (the records say why); rerun with "
+              "--retry-errors to run them again", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
     fixture_server(lambda messages: "echo: " + messages[-1]["content"])   # a function of the messages
     fixture_server(["ok"], statuses=[(429, {"Retry-After": "1"}), 500])   # errors first, then replies
     fixture_server(["ok"], delay=0.2)                                     # every answer 200 ms late
+    fixture_server(raw=(200, "text/html", b"<html>login</html>"))         # not an API at all
 
 Endpoints: POST /v1/chat/completions (OpenAI shape), POST /v1/messages (Anthropic shape), GET
 /v1/models. The server listens on 127.0.0.1 on an ephemeral port and answers from a thread per
@@ -22,6 +23,8 @@ connection, so concurrent requests are delayed concurrently.
   message); the body is an OpenAI-style error {"error": {"message", "type", "code"}}.
   A reply function that raises is answered with HTTP 400 naming the exception.
 - delay: seconds to wait before every answer, errors included.
+- raw: (status, content type, body bytes) sent as the answer to every chat request instead of
+  any reply or status (a proxy's login page, a reply of the wrong shape).
 - Recorded for every request, scripted errors included: .requests (decoded JSON bodies),
   .headers (lower-cased header dicts), .paths and .times (time.monotonic() at arrival).
 - Usage counts words, not tokens: prompt_tokens = words in all message contents,
@@ -42,8 +45,9 @@ def _words(text) -> int:
 
 
 class FixtureServer:
-    def __init__(self, replies=("ok",), statuses=(), delay: float = 0.0, model: str = "fixture-model"):
+    def __init__(self, replies=("ok",), statuses=(), delay: float = 0.0, model: str = "fixture-model", raw=None):
         self.replies = replies if callable(replies) or isinstance(replies, str) else list(replies)
+        self.raw = raw
         self.statuses = [s if isinstance(s, tuple) else (s,) for s in statuses]
         self.delay = delay
         self.model = model
@@ -71,6 +75,8 @@ class FixtureServer:
             self.headers.append({k.lower(): v for k, v in headers.items()})
             self.paths.append(path)
             self.times.append(time.monotonic())
+            if self.raw is not None:
+                return "raw", self.raw
             if self.statuses:
                 code, *rest = self.statuses.pop(0)
                 extra = rest[0] if rest else {}
@@ -126,6 +132,13 @@ class _Handler(BaseHTTPRequestHandler):
         kind, answer = fixture._record(self.path, dict(self.headers), body)
         if fixture.delay:
             time.sleep(fixture.delay)
+        if kind == "raw":
+            status, content_type, data = answer
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return self.wfile.write(data)
         if kind == "status":
             code, headers, message = answer
             error = {"message": message, "type": ERROR_TYPES.get(code, "server_error"), "code": code}
@@ -154,9 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fixture_server(replies=("ok",), *, statuses=(), delay: float = 0.0, model: str = "fixture-model"):
+def fixture_server(replies=("ok",), *, statuses=(), delay: float = 0.0, model: str = "fixture-model", raw=None):
     """A running FixtureServer (see the module docstring); shut down on exit."""
-    server = FixtureServer(replies, statuses, delay, model).start()
+    server = FixtureServer(replies, statuses, delay, model, raw).start()
     try:
         yield server
     finally:

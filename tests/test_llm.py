@@ -1,6 +1,7 @@
 """LLM clients against the scripted fixture server (retries, errors, request shapes, usage) and
 the local backend on the embedded model."""
 import dataclasses
+import os
 import socket
 import threading
 import time
@@ -310,3 +311,59 @@ def test_a_local_model_loads_on_its_generation_thread_and_load_errors_reach_the_
     assert loaders == ["local-generation"] and loaders[0] != threading.current_thread().name
     with pytest.raises(FileNotFoundError, match="nowhere"):
         llm.LocalClient(ckpt=tmp_path / "nowhere").chat([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("base_url", ["not-a-url", "ftp://example.com/v1", "http://", "localhost:8000/v1"])
+def test_a_base_url_that_is_not_http_is_refused_at_once(base_url):
+    with pytest.raises(ValueError, match="is not an http:// or https:// base URL"):
+        llm.OpenAIClient("m", base_url=base_url)
+    with pytest.raises(ValueError, match="base URL"):
+        llm.AnthropicClient("claude-x", base_url=base_url, api_key="k")
+
+
+def test_a_probe_is_one_short_call_that_fails_fast_and_is_left_out_of_usage(tmp_path):
+    with fixture_server(["pong"]) as server:
+        client = llm.OpenAIClient("m", base_url=server.url, **FAST)
+        client.probe()
+        assert server.requests[0]["max_tokens"] == 1 and client.usage == llm.Usage()
+        assert client.describe() == {"backend": "openai", "model": "m", "url": f"{server.url}/chat/completions"}
+    with fixture_server(statuses=[500] * 10) as server:
+        with pytest.raises(llm.LLMError, match="HTTP 500"):
+            llm.OpenAIClient("m", base_url=server.url, **FAST).probe()
+        assert len(server.requests) == 1 + llm.PROBE_RETRIES   # not MAX_RETRIES: a misconfiguration reports quickly
+    corrupt = tmp_path / "model.gguf"
+    corrupt.write_bytes(b"GGUF" + bytes(64))
+    with pytest.raises(llm.LLMError, match="cannot load the checkpoint .*model.gguf"):
+        llm.LocalClient(corrupt).probe()
+
+
+def test_a_checkpoint_digest_changes_with_any_file_of_it(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(bytes(10))
+    first = llm.checkpoint_digest(tmp_path)
+    assert llm.checkpoint_digest(tmp_path) == first and first.startswith("sha256:")
+    (tmp_path / "model.safetensors").write_bytes(bytes(11))
+    assert llm.checkpoint_digest(tmp_path) != first
+
+
+def test_local_decoding_gets_its_thread_count_measured_once_or_as_set(tiny_client, monkeypatch):
+    assert 1 <= llm.measure_cpu_threads(repeats=2, trials=1) <= (os.cpu_count() or 1)
+    resident = tiny_client.resident()
+    measured, set_calls = [], []
+    monkeypatch.setattr(llm, "_cpu_threads", None)
+    monkeypatch.setattr(llm, "measure_cpu_threads", lambda: measured.append(1) or 1)
+    monkeypatch.setattr(llm.torch, "set_num_threads", lambda n: set_calls.append((n, threading.current_thread().name)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    load = lambda: (resident.transformer, resident.tokenizer)   # noqa: E731
+    llm._Resident(load)
+    llm._Resident(load)
+    assert measured == [1] and set_calls == [(1, "local-generation")] * 2   # measured once, set on each decoder
+    llm.set_cpu_threads(2)
+    llm._Resident(load)
+    assert measured == [1] and set_calls[-1] == (2, "local-generation")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    llm.set_cpu_threads(None)
+    llm._Resident(load)
+    assert len(set_calls) == 3   # OMP_NUM_THREADS chose already
+    with pytest.raises(ValueError, match=">= 1"):
+        llm.set_cpu_threads(0)

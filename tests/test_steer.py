@@ -2,9 +2,11 @@
 (tests/fixture_server.py) so that every run is deterministic. One slow test runs the loop over HTTP against serve.py
 on the embedded model."""
 
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import llm
 import report
 import steer
 import symbench
@@ -255,6 +258,12 @@ def harness_args(url: str, out: Path, *extra: str) -> list[str]:
             "--no-llm-extract", *extra]
 
 
+def run_cli(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY")}
+    return subprocess.run([sys.executable, str(ROOT / "steer.py"), *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -276,8 +285,9 @@ def test_one_crashing_sample_is_recorded_and_the_run_goes_on(tmp_path):
     assert [r["id"] for r in crashed] == [samples[1].id] and crashed[0]["score"] == 0.0
     assert "boom" in crashed[0]["error"] and summary["tasks"]["game24"]["errors"] == 1
     assert summary["tasks"]["game24"]["n"] == 3
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["method"] == "only_question" and not any("key" in k.lower() for k in config)
+    config = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert config["method"] == "only_question" and config["roles"]["task"]["url"].startswith(server.url)
+    assert all(r["config"] == config for r in records)
 
 
 def test_an_authentication_error_stops_the_run(tmp_path):
@@ -315,16 +325,19 @@ def test_a_killed_run_resumes_and_runs_every_sample_exactly_once(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["tasks"]["game24"]["n"] == n
 
 
+def failing_on(failing: set[str], answer: str):
+    """A TaskLLM that fails (the fixture answers HTTP 400) on the questions in `failing`, which a test may change."""
+    def reply(messages):
+        if messages[-1]["content"] in failing:
+            raise ValueError("the server fell over")
+        return answer
+    return reply
+
+
 def test_retry_errors_reruns_only_the_failed_samples(tmp_path):
     samples = GAME24.generate(2, seed=0)
     failing = {samples[0].question}
-
-    def reply(messages):
-        if messages[-1]["content"] in failing:
-            raise ValueError("flaky")
-        return f"<<<{RIGHT}>>>"
-
-    with fixture_server(reply) as server:
+    with fixture_server(failing_on(failing, f"<<<{RIGHT}>>>")) as server:
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
         failing.clear()
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2")))
@@ -332,6 +345,153 @@ def test_retry_errors_reruns_only_the_failed_samples(tmp_path):
         steer.evaluate(steer.parse_args(harness_args(server.url, tmp_path, "--n", "2", "--retry-errors")))
     records = read_lines(tmp_path / "results.jsonl")
     assert len(records) == 2 and not any(r["error"] for r in records)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """steer.py's CLI on argv, which must fail as a user's mistake: exit code 2 and one `error:` line."""
+    with pytest.raises(SystemExit) as stop:
+        steer.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ") or ": error: " in line]  # or argparse's
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_rerun_with_another_configuration_is_refused_unless_appended(tmp_path, capsys):
+    with fixture_server(f"<<<{WRONG}>>>", model="model-A") as server:
+        steer.main(harness_args(server.url, tmp_path, "--task-model", "model-A", "--n", "2"))
+        config = (tmp_path / "config.json").read_text()
+        message = cli_error(capsys, harness_args(server.url, tmp_path, "--task-model", "model-B", "--n", "4"))
+        assert 'roles.task.model: "model-A" -> "model-B"' in message and "--append" in message
+        assert "max_tokens" in cli_error(capsys, harness_args(server.url, tmp_path, "--task-model", "model-A",
+                                                              "--max-tokens", "50"))
+        assert (tmp_path / "config.json").read_text() == config and len(read_lines(tmp_path / "results.jsonl")) == 2
+        steer.main(harness_args(server.url, tmp_path, "--task-model", "model-B", "--n", "4", "--append"))
+    records = read_lines(tmp_path / "results.jsonl")
+    assert [r["config"]["roles"]["task"]["model"] for r in records] == ["model-A"] * 2 + ["model-B"] * 4
+    assert json.loads((tmp_path / "summary.json").read_text())["n"] == 4   # this configuration's records only
+    assert (tmp_path / "config.json").read_text() == config                # the folder's first configuration
+    assert "4 samples planned, 0 already in" in capsys.readouterr().err
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text('{"method": "only_question", "n": 2}')   # an older version's
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        assert "names no configuration" in cli_error(capsys, harness_args(server.url, tmp_path / "old"))
+
+
+def test_the_no_key_demo_writes_its_own_folder_and_names_the_embedded_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(llm.LocalClient, "probe", lambda self: None)   # the loop itself is not under test here
+    monkeypatch.setattr(steer, "run_all", lambda *args, **kwargs: [])
+    steer.evaluate(steer.parse_args(["--quiet"]))
+    config = json.loads((tmp_path / "runs" / "demo-codesteer" / "config.json").read_text())["config"]
+    assert not (tmp_path / "runs" / "codesteer").exists()
+    for role in ("task", "steer", "helper"):
+        assert config["roles"][role]["model"] == "smollm2-135m-instruct" and config["roles"][role]["backend"] == "local"
+        assert config["roles"][role]["digest"].startswith("sha256:")
+
+
+def never_answering_server():
+    """A socket that takes connections (the kernel completes them) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("refused", "ConnectionError"),
+    ("not-a-url", "--task-base-url: 'not-a-url' is not an http:// or https:// base URL"),
+    ("ftp", "--task-base-url: 'ftp://example.com/v1' is not an http"),
+    ("max-tokens -5", "--max-tokens must be >= 1, got -5"),
+    ("max-tokens 0", "--max-tokens must be >= 1, got 0"),
+    ("http 500", "HTTP 500"),
+    ("html", "unreadable reply"),
+    ("no choices", "reply without choices"),
+    ("missing ckpt", "--steer-ckpt /nonexistent/ckpt: no such file or directory"),
+    ("corrupt ckpt", "cannot load the checkpoint"),
+    ("never answers", "timed out"),
+])
+def test_a_misconfigured_run_stops_before_its_first_sample(tmp_path, capsys, case, message):
+    out = tmp_path / "run"
+    raw = {"html": (200, "text/html", b"<html><body>Please log in</body></html>"),
+           "no choices": (200, "application/json", b'{"id": "x", "object": "chat.completion"}')}.get(case)
+    corrupt = tmp_path / "model.gguf"
+    corrupt.write_bytes(b"GGUF" + bytes(1000))
+    listener, silent_url = never_answering_server()
+    with listener, fixture_server(f"<<<{WRONG}>>>", statuses=[500] * 10 if case == "http 500" else (),
+                                  raw=raw) as server:
+        url = {"refused": "http://127.0.0.1:9/v1", "not-a-url": "not-a-url", "ftp": "ftp://example.com/v1",
+               "never answers": silent_url}.get(case, server.url)
+        extra = {"max-tokens -5": ["--max-tokens", "-5"], "max-tokens 0": ["--max-tokens", "0"],
+                 "missing ckpt": ["--method", "codesteer", "--steer-ckpt", "/nonexistent/ckpt"],
+                 "corrupt ckpt": ["--method", "codesteer", "--steer-ckpt", str(corrupt)],
+                 "never answers": ["--timeout", "0.5"]}.get(case, [])
+        line = cli_error(capsys, harness_args(url, out, *extra))
+    assert message in line
+    assert not out.exists()   # nothing recorded, not even the folder
+
+
+def test_the_command_line_reports_a_misconfiguration_in_one_line_with_exit_code_2(tmp_path):
+    result = run_cli(harness_args("http://127.0.0.1:9/v1", tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the TaskLLM does not work")
+    assert not (tmp_path / "run").exists()
+
+
+def test_samples_that_err_mid_run_are_counted_and_too_many_in_a_row_stop_the_run(tmp_path, capsys):
+    samples = GAME24.generate(10, seed=0)
+    failing = {samples[1].question}
+    with fixture_server(failing_on(failing, f"<<<{WRONG}>>>")) as server:
+        args = harness_args(server.url, tmp_path, "--n", "3", "--concurrency", "1")
+        with pytest.raises(SystemExit) as stop:
+            steer.main(args)
+        assert stop.value.code == 1
+        assert "1 of 3 samples ended in an error" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            steer.main(args)
+        assert "(1 of them ended in an error and are kept: --retry-errors runs them again)" in capsys.readouterr().err
+        failing.update(s.question for s in samples[3:])   # the server dies after sample 3
+        message = cli_error(capsys, harness_args(server.url, tmp_path, "--n", "10", "--concurrency", "1",
+                                                 "--max-consecutive-errors", "2"))
+    assert "the last 2 samples all ended in an error" in message and "--retry-errors" in message
+    assert 3 + 2 <= len(read_lines(tmp_path / "results.jsonl")) < 10   # stopped (a third may have been running)
+
+
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path, capsys):
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        process = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                                    "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 4242'); f.flush(); print(1, flush=True);"
+                                    " time.sleep(60)", str(tmp_path / ".lock")], stdout=subprocess.PIPE)
+        try:
+            process.stdout.readline()   # the other writer holds the lock
+            message = cli_error(capsys, harness_args(server.url, tmp_path))
+        finally:
+            process.kill()
+            process.wait()
+        assert "is in use by a run still going (pid 4242)" in message
+        assert not (tmp_path / "results.jsonl").exists()
+        steer.main(harness_args(server.url, tmp_path, "--n", "1"))   # the lock went with its process
+    assert len(read_lines(tmp_path / "results.jsonl")) == 1
+
+
+def test_the_progress_bar_moves_with_every_llm_call_within_a_sample(tmp_path):
+    text_reply = f"Adding: <<<{WRONG}>>>"
+    bar_text = io.StringIO()
+    progress = steer.Progress(1, file=bar_text)
+    calls_when_the_sample_ended = []
+    on_record = progress.on_record
+    progress.on_record = lambda record: (calls_when_the_sample_ended.append(progress.bar.n), on_record(record))
+    with fixture_server(text_reply, delay=0.05) as task_server, \
+            fixture_server(["Think in text.\n\n", "Try again.", "Try again.", "<<<Return Answer>>>"],
+                           delay=0.05) as steer_server, fixture_server(checker_reply, delay=0.05) as helper_server:
+        clients = clients_for(task_server, steer_server, helper_server)
+        records = steer.run_all([(GAME24, SAMPLE)], "codesteer", clients, steer.Settings(mode="finetuned"),
+                                report.ResultsFile(tmp_path / "results.jsonl"), 1, progress=progress)
+    calls = sum(len(server.requests) for server in (task_server, steer_server, helper_server))
+    assert records[0]["error"] is None and calls > 5
+    assert calls_when_the_sample_ended == [calls]   # every call moved the bar before the sample was done
+    assert "tok/s" in bar_text.getvalue() and f"{calls}call" in bar_text.getvalue()
 
 
 def test_a_complexity_sweep_summarises_each_level_and_plots_it(tmp_path):
@@ -370,15 +530,54 @@ def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
     assert "2048" in table and "pooling" in table   # named in the notes
 
 
+def minimal_record(sample_id: str) -> dict:
+    return dict(task="game24", id=sample_id, method="m", complexity=1, score=0.0, solved=False, error=None, seconds=0)
+
+
 def test_results_file_drops_a_torn_line_and_keeps_the_rest(tmp_path):
     results = report.ResultsFile(tmp_path / "results.jsonl")
-    results.append({"task": "game24", "id": "a", "method": "m", "complexity": 1})
+    results.append(minimal_record("a"))
     with open(results.path, "a") as file:
         file.write('{"task": "game24", "id": "b"')
     assert [r["id"] for r in results.read(repair=True)] == ["a"]
     assert results.path.read_text().endswith("}\n")
-    results.append({"task": "game24", "id": "c", "method": "m", "complexity": 1})
+    results.append(minimal_record("c"))
     assert [r["id"] for r in results.read()] == ["a", "c"]
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path):
+    results = report.ResultsFile(tmp_path / "results.jsonl")
+    results.append(minimal_record("a"))
+    with open(results.path, "a") as file:
+        file.write(json.dumps(minimal_record("b")))   # killed between the record and its newline
+    assert [r["id"] for r in results.read(repair=True)] == ["a", "b"]
+    results.append(minimal_record("c"))
+    assert [r["id"] for r in results.read()] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("line", [b"{}", b"[1, 2]", b"null", b'"a string"', b"17", b'{"task": "game24"}',
+                                  b'{"task": [1], "id": "x", "method": "m", "complexity": 1, "score": 0, "solved": '
+                                  b'false, "error": null, "seconds": 0}', b"\xff\xfe\x00binary\x80", b"[" * 100_000])
+def test_lines_that_hold_no_record_are_reported_by_number_skipped_and_kept(tmp_path, capsys, line):
+    results = report.ResultsFile(tmp_path / "results.jsonl")
+    results.append(minimal_record("a"))
+    with open(results.path, "ab") as file:
+        file.write(line + b"\n")
+    results.append({**minimal_record("b"), "error": "ValueError: flaky"})
+    assert [r["id"] for r in results.read(repair=True)] == ["a", "b"]
+    assert "lines 2)" in capsys.readouterr().err
+    assert results.drop(lambda record: bool(record["error"])) == 1   # what --retry-errors does
+    assert results.path.read_bytes().splitlines() == [json.dumps(minimal_record("a")).encode(), line]
+
+
+def test_a_binary_results_file_is_skipped_line_by_line_on_resume(tmp_path):
+    (tmp_path / "results.jsonl").write_bytes(bytes(range(256)) * 8 + b"\n")
+    with fixture_server(f"<<<{WRONG}>>>") as server:
+        result = run_cli(harness_args(server.url, tmp_path, "--n", "1", "--append"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "hold no record (lines 1, 2, 3" in result.stderr
+    assert (tmp_path / "results.jsonl").read_bytes().startswith(bytes(range(256)) * 8)
+    assert len(report.ResultsFile(tmp_path / "results.jsonl").read()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
