@@ -269,11 +269,16 @@ def numbers_close(a: float, b: float, rel: float = 1e-6, abs_tol: float = 1e-9) 
 MAX_LINE_BYTES = 4 << 20  # a JSON Lines row this long is a broken file, not data: 4 MiB is ~1M tokens
 
 
+class LineTooLongError(ValueError):
+    """A JSON Lines line over read_jsonl's byte cap."""
+
+
 def read_jsonl(path, max_line_bytes: int = MAX_LINE_BYTES):
     """("file:line", JSON object) for each non-blank line of a JSON Lines file. Errors name the
-    file and line: FileNotFoundError, or ValueError for a line that is not a JSON object, is not
-    UTF-8, or is longer than max_line_bytes. The cap is checked while reading, so an oversized
-    line is refused after max_line_bytes bytes instead of being held (and parsed) whole."""
+    file and line: FileNotFoundError, ValueError for a line that is not UTF-8 or not a JSON
+    object, LineTooLongError for one over max_line_bytes (counting its newline). The cap is checked
+    while reading, so an oversized line is refused after max_line_bytes bytes instead of being
+    held (and parsed) whole."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
@@ -283,7 +288,7 @@ def read_jsonl(path, max_line_bytes: int = MAX_LINE_BYTES):
             number += 1
             where = f"{path}:{number}"
             if len(line) > max_line_bytes:
-                raise ValueError(f"{where}: line longer than {max_line_bytes} bytes")
+                raise LineTooLongError(f"{where}: line longer than {max_line_bytes} bytes")
             if not line.strip():
                 continue
             try:
