@@ -85,7 +85,7 @@ def dpo_messages(row: dict, where: str) -> tuple[list[dict], dict, dict]:
             prompt = [{"role": "system", "content": row["system"]}] + prompt
     else:
         raise S.InputError(f"{where}: expected 'prompt' (TRL) or 'conversations' (ShareGPT) with "
-                         f"'chosen' and 'rejected'; got keys {sorted(row)}")
+                           f"'chosen' and 'rejected'; got keys {sorted(row)}")
     S.check_roles(prompt, where, last="user")
     return prompt, _response(row.get("chosen"), where, "chosen"), _response(row.get("rejected"), where, "rejected")
 
@@ -203,7 +203,7 @@ class DPOTask:
             saved = torch.load(cache, weights_only=True)
             if saved.shape != (len(self.examples), 2):
                 raise S.InputError(f"{cache}: holds {tuple(saved.shape)} reference log-probs, expected "
-                                 f"{(len(self.examples), 2)}; delete it to recompute")
+                                   f"{(len(self.examples), 2)}; delete it to recompute")
             self.reference = saved
             S.print0(f"reference log-probs: loaded {cache}")
             return

@@ -645,7 +645,7 @@ def resolve_resume(resume: str, out: Path) -> Path:
         pointer = out / "checkpoints" / "latest"
         if not pointer.is_file():
             raise InputError(f"--resume: no checkpoint to resume from in {out / 'checkpoints'} "
-                                    f"(no 'latest' file); run without --resume to start fresh")
+                             f"(no 'latest' file); run without --resume to start fresh")
         path = out / "checkpoints" / pointer.read_text().strip()
     else:
         path = Path(resume)
@@ -856,7 +856,8 @@ def metrics_until(path: Path, step: int) -> list[str]:
     """The lines of a metrics.jsonl for steps <= step. A kill mid-write leaves a torn last line:
     it is dropped with a warning. Any other line that is not a metrics row means someone else's
     file, so it is an error rather than something to rewrite away."""
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    # The last piece is "" after a final newline, else the torn rest of an unfinished line.
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
     kept = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
