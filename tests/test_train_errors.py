@@ -75,7 +75,7 @@ def test_a_missing_or_truncated_checkpoint_is_one_error_line(truncated_checkpoin
     init = tmp_path / "no-such-model" if case == "missing" else truncated_checkpoints[case]
     result = run_script("train_sft.py", ["--init", init, "--data", SFT_DATA, "--out", tmp_path / "out"])
     assert_user_error(result, "train_sft.py", f"--init {init}",
-                      "not found" if case == "missing" else "truncated or corrupt")
+                      "give an HF checkpoint folder" if case == "missing" else "truncated or corrupt")
 
 
 @pytest.mark.parametrize("flags, named", [
@@ -134,3 +134,10 @@ def test_resume_drops_a_torn_last_metrics_line_and_repairs_the_file(tiny_checkpo
     with pytest.raises(S.InputError, match=rf"{metrics}:2: not a metrics row"):
         S.main(args + ["--resume"])
     assert metrics.read_text() == broken
+
+
+def test_a_learning_rate_that_diverges_stops_with_a_hint(tiny_checkpoint, tmp_path):
+    args = ["--init", str(tiny_checkpoint), "--data", str(SFT_DATA), "--out", str(tmp_path / "run"), "--steps", "3",
+            "--batch-size", "1", "--seq-len", "256", "--lr", "1e30", "--warmup-ratio", "0", "--no-export"]
+    with pytest.raises(S.InputError, match=r"at step \d: training diverged; lower --lr \(now 1e\+30\)"):
+        S.main(args)
