@@ -124,10 +124,10 @@ def cleanup(finished: bool = True):
     destroys its gloo pairs while another still exports makes that one abort (seen under load).
 
     That is not enough for gloo: DDP and FSDP's device mesh keep a reference to the group, so
-    destroy_process_group leaves it alive, with its threads (two pt_gloo_runloop, one
-    gloo_tcp_loop) still running after gc. A process that then exits normally tears down C++
-    state under those threads while the other rank's exit closes their sockets, and about one
-    run in ten aborted ("terminate called without an active exception"). So a script that
+    destroy_process_group leaves it alive, its threads (two pt_gloo_runloop, one gloo_tcp_loop)
+    still running after gc. A gloo group alive while the interpreter finalizes can abort the
+    process with "terminate called without an active exception" (pytorch/pytorch#190489), which
+    is how the 2-rank tests failed now and then after training had finished. So a script that
     finished ends each rank of a multi-process run with os._exit (run_as_script): past the
     barrier every file is written and closed, and nothing is left to tear down."""
     if dist.is_initialized():
