@@ -70,18 +70,20 @@ class InputError(ValueError):
 
 
 def run_as_script(main):
-    """main(), with an InputError reported the way argparse reports a bad flag; any other
-    exception is a bug and keeps its traceback. A rank of a multi-process run that finished
-    ends with os._exit: see cleanup() for why its interpreter must not be torn down."""
+    """main(), with an InputError reported the way argparse reports a bad flag (status 2); any
+    other exception is a bug and keeps its traceback. A rank of a multi-process run ends with
+    os._exit: see cleanup() for why its interpreter must not be torn down."""
+    status = 0
     try:
         main()
     except InputError as error:
-        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        status = 2
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
+    sys.exit(status)
 
 # ------------------------------------------------------------------------------------------
 # Distributed setup (the same script runs alone or under torchrun)
