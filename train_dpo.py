@@ -64,13 +64,13 @@ def _response(value, where: str, field: str) -> dict:
         return {"role": "assistant", "content": value}
     if isinstance(value, list):
         if len(value) != 1:
-            raise ValueError(f"{where}: '{field}' must hold exactly one assistant message, got {len(value)}")
+            raise S.InputError(f"{where}: '{field}' must hold exactly one assistant message, got {len(value)}")
         value = value[0]
     if value is None:
-        raise ValueError(f"{where}: missing '{field}'")
+        raise S.InputError(f"{where}: missing '{field}'")
     message = S.to_message(value, where)
     if message["role"] != "assistant":
-        raise ValueError(f"{where}: '{field}' must be an assistant message, got role {message['role']!r}")
+        raise S.InputError(f"{where}: '{field}' must be an assistant message, got role {message['role']!r}")
     return message
 
 
@@ -85,8 +85,8 @@ def dpo_messages(row: dict, where: str) -> tuple[list[dict], dict, dict]:
         if isinstance(row.get("system"), str) and row["system"]:
             prompt = [{"role": "system", "content": row["system"]}] + prompt
     else:
-        raise ValueError(f"{where}: expected 'prompt' (TRL) or 'conversations' (ShareGPT) with "
-                         f"'chosen' and 'rejected'; got keys {sorted(row)}")
+        raise S.InputError(f"{where}: expected 'prompt' (TRL) or 'conversations' (ShareGPT) with "
+                           f"'chosen' and 'rejected'; got keys {sorted(row)}")
     S.check_roles(prompt, where, last="user")
     return prompt, _response(row.get("chosen"), where, "chosen"), _response(row.get("rejected"), where, "rejected")
 
@@ -116,7 +116,7 @@ class DPOTask:
         self.beta, self.label_smoothing, self.nll_weight = args.beta, args.label_smoothing, args.nll_weight
         self.stats = S.DataStats()
         self.examples = []
-        for where, row in S.read_jsonl(args.data):
+        for where, row in S.read_jsonl(args.data, args.max_row_bytes):
             self.stats.rows += 1
             prompt, chosen, rejected = dpo_messages(row, where)
             if chosen["content"] == rejected["content"]:
@@ -203,8 +203,8 @@ class DPOTask:
         if cache.is_file():
             saved = torch.load(cache, weights_only=True)
             if saved.shape != (len(self.examples), 2):
-                raise ValueError(f"{cache}: holds {tuple(saved.shape)} reference log-probs, expected "
-                                 f"{(len(self.examples), 2)}; delete it to recompute")
+                raise S.InputError(f"{cache}: holds {tuple(saved.shape)} reference log-probs, expected "
+                                   f"{(len(self.examples), 2)}; delete it to recompute")
             self.reference = saved
             S.print0(f"reference log-probs: loaded {cache}")
             return
@@ -266,4 +266,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    S.run_as_script(main)

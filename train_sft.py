@@ -15,7 +15,8 @@ alpaca-with-history {"instruction", "input"?, "output", "history": [[user, assis
 "system"?}. Every assistant turn is supervised (spec B.1); tokens and masks come from
 ChatTokenizer.render_conversation. Bad rows: malformed JSON, a missing field, an unknown role,
 non-alternating roles, no assistant turn or a trailing user turn are ERRORS naming file:line
-(they mean the file was produced wrongly). A conversation longer than --seq-len keeps its earliest
+(they mean the file was produced wrongly), and so is a line over --max-row-bytes, refused while it
+is read rather than after it is held whole. A conversation longer than --seq-len keeps its earliest
 turns: whole trailing user/assistant pairs are dropped until it fits (counted as "truncated"); if
 even the first assistant turn does not fit, the row is dropped (counted as "skipped"). Both counts
 are printed and written to OUT/run.json.
@@ -25,9 +26,12 @@ every micro-batch of every rank divided by the all-reduced token count, so gradi
 and data parallelism give the same gradient as one big batch. Batches are length-grouped and
 right-padded; attention is causal, so real tokens never see the padding after them.
 
-Outputs: OUT/metrics.jsonl (one line per step), OUT/run.json, OUT/checkpoints/step_N (every
---save-every steps, written to a temporary folder and renamed), OUT/final (HF format: transformers
-and vLLM load it).
+Mistakes in the command or its files (data, --init checkpoint, --out, flags) print one `error:`
+line and exit with status 2; a traceback means a bug.
+
+Outputs: OUT/metrics.jsonl (one line per step; --resume drops the torn last line a kill leaves),
+OUT/run.json, OUT/checkpoints/step_N (every --save-every steps, written to a temporary folder and
+renamed), OUT/final (HF format: transformers and vLLM load it).
 """
 
 import argparse
@@ -40,6 +44,7 @@ import os
 import random
 import resource
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -48,6 +53,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from tqdm import tqdm
 
@@ -55,9 +61,32 @@ from checkpoints import checkpoint_tensors, load_tokenizer, read_config, save_hf
 from embedded import resolve_checkpoint
 from model import ModelConfig, Transformer
 from tokenizer import ChatTokenizer
+from symbench.core import MAX_LINE_BYTES, LineTooLongError
 from symbench.core import read_jsonl as read_jsonl_file
 
 IGNORE = -100  # target id of positions that carry no loss
+
+
+class InputError(ValueError):
+    """A mistake in the command or in the files it names (data, checkpoint, output folder), not a
+    bug: run as a script, it is printed as one `error:` line and the exit status is 2 (argparse's)."""
+
+
+def run_as_script(main):
+    """main(), with an InputError reported the way argparse reports a bad flag (status 2); any
+    other exception is a bug and keeps its traceback. A rank of a multi-process run ends with
+    os._exit: see cleanup() for why its interpreter must not be torn down."""
+    status = 0
+    try:
+        main()
+    except InputError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        status = 2
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 # ------------------------------------------------------------------------------------------
 # Distributed setup (the same script runs alone or under torchrun)
@@ -97,7 +126,15 @@ def init_distributed(device: str | None = None, single_process_group: bool = Fal
 
 def cleanup(finished: bool = True):
     """Tear down the process group. After a normal finish, wait for every rank first: a rank that
-    destroys its gloo pairs while another still exports makes that one abort (seen under load)."""
+    destroys its gloo pairs while another still exports makes that one abort (seen under load).
+
+    That is not enough for gloo: DDP and FSDP's device mesh keep a reference to the group, so
+    destroy_process_group leaves it alive, its threads (two pt_gloo_runloop, one gloo_tcp_loop)
+    still running after gc. A gloo group alive while the interpreter finalizes can abort the
+    process with "terminate called without an active exception" (pytorch/pytorch#190489), which
+    is how the 2-rank tests failed now and then after training had finished. So a script that
+    finished ends each rank of a multi-process run with os._exit (run_as_script): past the
+    barrier every file is written and closed, and nothing is left to tear down."""
     if dist.is_initialized():
         if finished and dist.get_world_size() > 1:
             dist.barrier()
@@ -124,10 +161,15 @@ def barrier():
 # Data: JSONL rows -> messages -> (ids, mask)
 
 
-def read_jsonl(paths):
+def read_jsonl(paths, max_row_bytes: int = MAX_LINE_BYTES):
     """Yield ("file:line", row) for every non-empty line of the files."""
     for path in paths:
-        yield from read_jsonl_file(path)
+        try:
+            yield from read_jsonl_file(path, max_row_bytes)
+        except LineTooLongError as error:
+            raise InputError(f"--data {error}; raise --max-row-bytes if rows are meant to be that long") from None
+        except (OSError, ValueError) as error:
+            raise InputError(f"--data {error}") from None
 
 
 def files_sha256(paths) -> str:
@@ -146,19 +188,19 @@ _ROLES = {"user": "user", "assistant": "assistant", "system": "system",
 def to_message(item, where: str) -> dict:
     """{"role", "content"} or ShareGPT {"from", "value"} -> {"role", "content"}."""
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: a message must be an object, got {str(item)[:80]!r}")
+        raise InputError(f"{where}: a message must be an object, got {str(item)[:80]!r}")
     sharegpt = "role" not in item
     role, content = (item.get("from"), item.get("value")) if sharegpt else (item.get("role"), item.get("content"))
     if role not in _ROLES:
-        raise ValueError(f"{where}: unknown role {role!r} (expected one of {sorted(_ROLES)})")
+        raise InputError(f"{where}: unknown role {role!r} (expected one of {sorted(_ROLES)})")
     if not isinstance(content, str):
-        raise ValueError(f"{where}: message content must be a string, got {type(content).__name__}")
+        raise InputError(f"{where}: message content must be a string, got {type(content).__name__}")
     return {"role": _ROLES[role], "content": content}
 
 
 def to_messages(items, where: str, field: str) -> list[dict]:
     if not isinstance(items, list):
-        raise ValueError(f"{where}: '{field}' must be a list of messages")
+        raise InputError(f"{where}: '{field}' must be a list of messages")
     return [to_message(item, where) for item in items]
 
 
@@ -167,10 +209,10 @@ def check_roles(messages: list[dict], where: str, last: str):
     roles = [m["role"] for m in messages]
     body = roles[1:] if roles and roles[0] == "system" else roles
     if not body or any(role != ("user", "assistant")[k % 2] for k, role in enumerate(body)):
-        raise ValueError(f"{where}: roles must alternate [system,] user, assistant, user, ...; got {roles}")
+        raise InputError(f"{where}: roles must alternate [system,] user, assistant, user, ...; got {roles}")
     if body[-1] != last:
         what = "no assistant turn to learn from" if "assistant" not in body else f"must end with a {last} turn"
-        raise ValueError(f"{where}: {what}; got roles {roles}")
+        raise InputError(f"{where}: {what}; got roles {roles}")
 
 
 def sft_messages(row: dict, where: str) -> list[dict]:
@@ -185,16 +227,16 @@ def sft_messages(row: dict, where: str) -> list[dict]:
         fields = [row["instruction"], row.get("input") or "", row["output"], row.get("system") or ""]
         history = row.get("history") or []
         if not all(isinstance(f, str) for f in fields) or not isinstance(history, list):
-            raise ValueError(f"{where}: instruction, input, output and system must be strings, history a list")
+            raise InputError(f"{where}: instruction, input, output and system must be strings, history a list")
         messages = [{"role": "system", "content": fields[3]}] if fields[3] else []
         for pair in history:
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise ValueError(f"{where}: every history entry must be a [user, assistant] pair of strings")
+                raise InputError(f"{where}: every history entry must be a [user, assistant] pair of strings")
             messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
         prompt = fields[0] + ("\n" + fields[1] if fields[1] else "")
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": fields[2]}]
     else:
-        raise ValueError(f"{where}: expected a 'messages' list, ShareGPT 'conversations', or alpaca "
+        raise InputError(f"{where}: expected a 'messages' list, ShareGPT 'conversations', or alpaca "
                          f"'instruction'/'output' fields; got keys {sorted(row)}")
     check_roles(messages, where, last="assistant")
     return messages
@@ -257,8 +299,9 @@ class DataPlan:
         self.seed = seed
         self.steps_per_epoch = len(lengths) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(lengths)} samples are fewer than one global batch of {self.global_batch} "
-                             f"(batch size {batch_size} x grad accum {grad_accum} x {world_size} ranks)")
+            raise InputError(f"{len(lengths)} samples are fewer than one global batch of {self.global_batch} "
+                             f"(--batch-size {batch_size} x --grad-accum {grad_accum} x {world_size} ranks); "
+                             f"lower those or add data")
         self._epoch_cache = {}
 
     def _epoch(self, epoch: int) -> list[list[int]]:
@@ -395,11 +438,24 @@ def build_model(path, config: ModelConfig, run: Distributed, fsdp: bool = False,
     return wrapper
 
 
+@contextlib.contextmanager
+def reading_checkpoint(path):
+    """What goes wrong while reading --init is a wrong path or a broken file (a truncated GGUF
+    fails as a numpy reshape, a truncated safetensors as a header error): name the file."""
+    try:
+        yield
+    except FileNotFoundError as error:
+        raise InputError(f"--init {path}: {error}; give an HF checkpoint folder, a .gguf file or 'embedded'") from None
+    except (OSError, ValueError, SafetensorError) as error:
+        raise InputError(f"--init {path}: cannot read the checkpoint ({error}); is it truncated or corrupt? "
+                         f"download or export it again") from None
+
+
 def load_weights(model: Transformer, path):
     """Copy checkpoint tensors into the model's (possibly sharded) parameters, one at a time."""
     from torch.distributed.tensor import DTensor, distribute_tensor
     params = dict(model.named_parameters())
-    with torch.no_grad():
+    with torch.no_grad(), reading_checkpoint(path):
         for name, full in checkpoint_tensors(path, model):
             param = params[name]
             full = full.to(device=param.device, dtype=param.dtype)
@@ -449,10 +505,10 @@ class SFTTask:
     name = "sft"
     stat_names = ("nll_sum",)
 
-    def __init__(self, paths, tokenizer: ChatTokenizer, seq_len: int):
+    def __init__(self, paths, tokenizer: ChatTokenizer, seq_len: int, max_row_bytes: int = MAX_LINE_BYTES):
         self.stats = DataStats()
         self.examples = []
-        for where, row in read_jsonl(paths):
+        for where, row in read_jsonl(paths, max_row_bytes):
             self.stats.rows += 1
             rendered = render_sft(tokenizer, sft_messages(row, where), seq_len)
             if rendered is None:
@@ -593,13 +649,13 @@ def resolve_resume(resume: str, out: Path) -> Path:
     if resume == "latest":
         pointer = out / "checkpoints" / "latest"
         if not pointer.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from in {out / 'checkpoints'} "
-                                    f"(no 'latest' file); run without --resume to start fresh")
+            raise InputError(f"--resume: no checkpoint to resume from in {out / 'checkpoints'} "
+                             f"(no 'latest' file); run without --resume to start fresh")
         path = out / "checkpoints" / pointer.read_text().strip()
     else:
         path = Path(resume)
     if not (path / "trainer.json").is_file() or not (path / "dcp").is_dir():
-        raise FileNotFoundError(f"--resume: {path} is not a complete checkpoint (needs trainer.json and dcp/)")
+        raise InputError(f"--resume: {path} is not a complete checkpoint (needs trainer.json and dcp/)")
     return path
 
 
@@ -612,7 +668,7 @@ def load_checkpoint(path: Path, train_model, optimizer, scheduler, meta: dict, r
     mismatched = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v}
     if mismatched:
         details = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
-        raise ValueError(f"--resume: checkpoint {path} is incompatible with this run: {details}")
+        raise InputError(f"--resume: checkpoint {path} is incompatible with this run: {details}")
     model_state, optimizer_state = get_state_dict(train_model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     with _single_process_dcp():
@@ -652,6 +708,8 @@ def build_parser(description: str, default_lr: float) -> argparse.ArgumentParser
                         help="HF checkpoint dir, .gguf file, or 'embedded' (SmolLM2-135M)")
     parser.add_argument("--data", nargs="+", required=True, help="JSONL file(s)")
     parser.add_argument("--out", required=True, help="output folder (metrics, checkpoints, final model)")
+    parser.add_argument("--max-row-bytes", type=int, default=MAX_LINE_BYTES,
+                        help=f"longest accepted JSONL line; longer ones are errors (default {MAX_LINE_BYTES})")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to train")
     length.add_argument("--epochs", type=float, help="passes over the data (default 1)")
@@ -689,6 +747,14 @@ def validate_args(args, parser):
         parser.error("--steps and --epochs must be positive")
     if not 0 <= args.warmup_ratio < 1:
         parser.error("--warmup-ratio must be in [0, 1)")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if args.max_row_bytes < 1:
+        parser.error("--max-row-bytes must be >= 1")
+    out = Path(args.out)
+    existing = next(p for p in [out, *out.parents] if p.exists())  # what mkdir would build on
+    if not existing.is_dir():
+        parser.error(f"--out {args.out}: {existing} is a file; give a folder (created if missing)")
 
 
 def train(args, make_task) -> dict:
@@ -710,14 +776,19 @@ def _train(args, make_task, run: Distributed, out: Path) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     path = resolve_checkpoint(args.init)
-    config, tokenizer = read_config(path), load_tokenizer(path)
+    with reading_checkpoint(path):
+        config, tokenizer = read_config(path), load_tokenizer(path)
     if args.seq_len > config.max_seq_len:
-        raise ValueError(f"--seq-len {args.seq_len} exceeds the model's context of {config.max_seq_len}")
+        raise InputError(f"--seq-len {args.seq_len} exceeds the model's context of {config.max_seq_len}")
     task = make_task(args, tokenizer, run)
     stats = task.stats
     reasons = f": {json.dumps(stats.skip_reasons)}" if stats.skip_reasons else ""
     print0(f"data: {stats.rows} rows -> {stats.samples} samples "
            f"({stats.truncated} truncated, {stats.skipped} skipped{reasons})")
+    if not stats.samples:
+        files = " ".join(map(str, args.data))
+        raise InputError(f"--data {files}: no rows; each line must be one JSON example (see --help)" if not stats.rows
+                         else f"--data {files}: all {stats.rows} rows skipped{reasons}; raise --seq-len or fix the data")
     plan = DataPlan(task.lengths, args.batch_size, args.grad_accum, run.world_size, args.seed)
     total_steps = args.steps or math.ceil((args.epochs or 1.0) * plan.steps_per_epoch)
     warmup_steps = math.ceil(args.warmup_ratio * total_steps)
@@ -747,8 +818,8 @@ def _train(args, make_task, run: Distributed, out: Path) -> dict:
         print0(f"resumed from {checkpoint} at step {start_step}")
     metrics_path = out / "metrics.jsonl"
     if run.is_main:  # a fresh file, or the lines up to the checkpoint (a crashed run wrote more)
-        lines = metrics_path.read_text().splitlines() if start_step and metrics_path.is_file() else []
-        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= start_step))
+        kept = metrics_until(metrics_path, start_step) if start_step and metrics_path.is_file() else []
+        _write_atomic(metrics_path, "".join(line + "\n" for line in kept))
 
     peak = peak_flops(run.device)
     progress = tqdm(total=total_steps, initial=start_step, disable=not run.is_main, dynamic_ncols=True)
@@ -768,7 +839,8 @@ def _train(args, make_task, run: Distributed, out: Path) -> dict:
         if peak:
             metrics["mfu"] = work[1] / seconds / (peak * run.world_size)
         if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}; lower --lr?")
+            raise InputError(f"loss is {metrics['loss']} at step {step + 1}: training diverged; lower --lr "
+                             f"(now {args.lr:g})")
         if run.is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -785,6 +857,28 @@ def _train(args, make_task, run: Distributed, out: Path) -> dict:
     return metrics
 
 
+def metrics_until(path: Path, step: int) -> list[str]:
+    """The lines of a metrics.jsonl for steps <= step. A kill mid-write leaves a torn last line:
+    it is dropped with a warning. Any other line that is not a metrics row means someone else's
+    file, so it is an error rather than something to rewrite away."""
+    # The last piece is "" after a final newline, else the torn rest of an unfinished line.
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row_step = json.loads(line)["step"]
+            if row_step <= step:
+                kept.append(line)
+        except (ValueError, TypeError, KeyError):
+            if number < len(lines):
+                raise InputError(f"{path}:{number}: not a metrics row; fix or delete {path}") from None
+            print0(f"warning: {path}:{number}: dropped a torn last line (a killed run's unfinished write)",
+                   file=sys.stderr)
+    return kept
+
+
 def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -795,8 +889,8 @@ def main(argv=None) -> dict:
     parser = build_parser(__doc__, default_lr=1e-5)
     args = parser.parse_args(argv)
     validate_args(args, parser)
-    return train(args, lambda args, tokenizer, run: SFTTask(args.data, tokenizer, args.seq_len))
+    return train(args, lambda args, tokenizer, run: SFTTask(args.data, tokenizer, args.seq_len, args.max_row_bytes))
 
 
 if __name__ == "__main__":
-    main()
+    run_as_script(main)

@@ -47,6 +47,13 @@ def read_jsonl(path: str | Path):
         raise CommandError(str(error)) from None
 
 
+# What Sample.to_json() writes; a samples file from elsewhere is checked against it, since a list
+# where a task id belongs would otherwise surface as a TypeError deep inside scoring.
+SAMPLE_FIELD_TYPES = {"task": ((str,), "a string"), "id": ((str,), "a string"), "question": ((str,), "a string"),
+                      "answer": ((str, type(None)), "a string or null"),
+                      "complexity": ((int, type(None)), "an integer or null"), "meta": ((dict,), "an object")}
+
+
 def read_samples(path: str | Path) -> dict[tuple[str, str], Sample]:
     samples = {}
     for where, record in read_jsonl(path):
@@ -54,6 +61,10 @@ def read_samples(path: str | Path) -> dict[tuple[str, str], Sample]:
             sample = Sample(**record)
         except TypeError as error:
             raise CommandError(f"{where}: not a sample: {error}") from None
+        for name, (kinds, expected) in SAMPLE_FIELD_TYPES.items():
+            value = getattr(sample, name)
+            if not isinstance(value, kinds):
+                raise CommandError(f"{where}: not a sample: '{name}' must be {expected}, got {type(value).__name__}")
         if sample.task not in symbench.TASKS:
             raise CommandError(f"{where}: unknown task {sample.task!r}")
         if (sample.task, sample.id) in samples:
@@ -356,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         command[args.command](args)
     except CommandError as error:
         print(f"python -m symbench: error: {error}", file=sys.stderr)
-        return 1
+        return 2  # argparse's status for a usage error
     except BrokenPipeError:  # `python -m symbench list | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

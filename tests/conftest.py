@@ -1,6 +1,7 @@
 """Shared fixtures. The embedded model (SmolLM2-135M-Instruct) is loaded once per test session,
 by us and, where a test compares against it, by transformers."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoints import load_model, load_tokenizer  # noqa: E402
+from checkpoints import load_model, load_tokenizer, save_hf  # noqa: E402
 from embedded import fetch  # noqa: E402
+from model import PRESETS, Transformer  # noqa: E402
 from tokenizer import ChatTokenizer  # noqa: E402
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -36,6 +38,20 @@ def hf_embedded(embedded_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
     return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny-preset model with the byte tokenizer, saved as an HF folder."""
+    model = Transformer(PRESETS["tiny"])
+    model.init_weights(generator=torch.Generator().manual_seed(0))
+    return save_hf(model, byte_tokenizer(), tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """One line per row: a string as it is (to write broken lines), anything else as JSON."""
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
 
 
 def byte_tokenizer(chat_format: str = "chatml") -> "ChatTokenizer":

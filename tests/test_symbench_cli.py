@@ -76,7 +76,7 @@ def test_generate_rejects_a_level_a_task_lacks_and_writes_nothing(tmp_path, caps
     out = tmp_path / "samples.jsonl"
     rc, _, err = cli(capsys, "generate", "--task", "game24", "--task", "blocksworld",
                      "--complexity", 3, "--out", out)
-    assert rc == 1 and "blocksworld" in err and "complexity 3" in err
+    assert rc == 2 and "blocksworld" in err and "complexity 3" in err
     assert not out.exists()
 
 
@@ -131,9 +131,28 @@ def test_score_names_the_file_and_line_of_bad_input(samples_file, tmp_path, caps
     good = json.dumps({"task": "game24", "id": game24_id, "response": "<<<1>>>"})
     responses.write_text(f"{good}\n\n{bad_line.replace('%s', game24_id)}\n")  # the bad one is line 3
     rc, _, err = cli(capsys, "score", "--samples", samples_file, "--responses", responses, "--out", scores)
-    assert rc == 1
+    assert rc == 2
     assert f"{responses}:3:" in err and message in err
     assert not scores.exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("task", ["game24"], "'task' must be a string, got list"),
+    ("id", {"n": 1}, "'id' must be a string, got dict"),
+    ("answer", [1, 2], "'answer' must be a string or null, got list"),
+    ("meta", "x", "'meta' must be an object, got str"),
+])
+def test_score_rejects_a_sample_field_of_the_wrong_type(samples_file, tmp_path, field, value, message):
+    """A real subprocess: an unhashable task id used to end in a TypeError traceback."""
+    sample = json.loads(Path(samples_file).read_text().splitlines()[0])
+    good = {"task": sample["task"], "id": sample["id"], "response": "<<<1>>>"}
+    samples, responses = tmp_path / "samples.jsonl", tmp_path / "responses.jsonl"
+    write_jsonl(samples, [sample, {**sample, field: value}])
+    write_jsonl(responses, [good])
+    result = subprocess.run([sys.executable, "-m", "symbench", "score", "--samples", samples, "--responses",
+                             responses], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"python -m symbench: error: {samples}:2: not a sample: {message}"]
 
 
 def test_show_prints_question_reference_and_solver_answer(capsys):
@@ -148,7 +167,7 @@ def test_show_finds_a_sample_in_a_file(samples_file, capsys):
     samples = read_samples(samples_file)
     shared_id = next(s.id for s in samples if sum(other.id == s.id for other in samples) > 1)
     rc, _, err = cli(capsys, "show", "--samples", samples_file, "--id", shared_id)
-    assert rc == 1 and "add --task" in err
+    assert rc == 2 and "add --task" in err
     sample = next(s for s in samples if s.task == "gsm_hard")
     rc, out, err = cli(capsys, "show", "--samples", samples_file, "--id", sample.id, "--task", "gsm_hard")
     assert rc == 0, err

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, byte_tokenizer
+from conftest import ROOT, byte_tokenizer, write_jsonl
 
-from checkpoints import load_model, load_tokenizer, save_hf
-from model import PRESETS, Transformer
+from checkpoints import load_model, load_tokenizer
+from model import Transformer
 import train_dpo as D
 import train_sft as S
 
@@ -23,21 +23,8 @@ DATA = ROOT / "tests" / "data"
 LN2 = math.log(2)
 
 
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
-    return path
-
-
 def metrics(out) -> list[dict]:
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A random tiny-preset model with the byte tokenizer, saved as an HF folder."""
-    model = Transformer(PRESETS["tiny"])
-    model.init_weights(generator=torch.Generator().manual_seed(0))
-    return save_hf(model, byte_tokenizer(), tmp_path_factory.mktemp("tiny") / "ckpt")
 
 
 TINY_ARGS = ["--steps", "3", "--batch-size", "1", "--seq-len", "256", "--lr", "1e-3"]
@@ -290,7 +277,7 @@ def test_checkpoints_are_atomic_and_resume_errors_are_clear(tiny_checkpoint, tmp
     import torch.distributed.checkpoint as dcp
     args = ["--init", str(tiny_checkpoint), "--data", str(DATA / "sft_small.jsonl"), "--out", str(tmp_path / "run"),
             *TINY_ARGS, "--save-every", "1", "--no-export"]
-    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+    with pytest.raises(S.InputError, match="no checkpoint to resume from"):
         S.main(args + ["--resume"])
 
     def failing_save(*a, **k):
@@ -305,7 +292,7 @@ def test_checkpoints_are_atomic_and_resume_errors_are_clear(tiny_checkpoint, tmp
     S.main(args)  # a complete run leaves step_1 and step_2
     with pytest.raises(ValueError, match=r"incompatible with this run: global_batch: checkpoint 1 vs now 2"):
         S.main(args + ["--batch-size", "2", "--resume"])
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(S.InputError, match="not a complete checkpoint"):
         S.main(args + ["--resume", str(tmp_path)])
 
 
