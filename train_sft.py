@@ -61,8 +61,8 @@ from checkpoints import checkpoint_tensors, load_tokenizer, read_config, save_hf
 from embedded import resolve_checkpoint
 from model import ModelConfig, Transformer
 from tokenizer import ChatTokenizer
-from symbench.core import MAX_LINE_BYTES, LineTooLongError
-from symbench.core import read_jsonl as read_jsonl_file
+from jsonl import MAX_LINE_BYTES, LineTooLongError
+from jsonl import read_jsonl as read_jsonl_file
 
 IGNORE = -100  # target id of positions that carry no loss
 

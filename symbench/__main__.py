@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import symbench
-from symbench import core
+import jsonl  # top level: shared with the training scripts
 from symbench.core import Sample, Task
 
 # Runs with fewer samples than this finish in well under a second: no progress bar.
@@ -42,7 +42,7 @@ class CommandError(Exception):
 def read_jsonl(path: str | Path):
     """core.read_jsonl, its errors as CommandError."""
     try:
-        yield from core.read_jsonl(path)
+        yield from jsonl.read_jsonl(path)
     except (OSError, ValueError) as error:
         raise CommandError(str(error)) from None
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, write_jsonl
 
 import train_sft as S
-from symbench.core import read_jsonl
+from jsonl import read_jsonl
 
 SFT_DATA, DPO_DATA = ROOT / "tests" / "data" / "sft_small.jsonl", ROOT / "tests" / "data" / "dpo_small.jsonl"
 GOOD_ROW = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
