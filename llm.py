@@ -45,7 +45,7 @@ import torch
 from checkpoints import load_model, load_tokenizer
 from embedded import embedded_name, is_embedded, resolve_checkpoint
 from generate import generate, TextStream
-from model import Transformer
+from model import linear, Transformer
 from tokenizer import ChatTokenizer
 
 # Spec A.1: TaskLLM and helper-LLM sampling.
@@ -437,22 +437,22 @@ def set_cpu_threads(n: int | None) -> None:
 def measure_cpu_threads(repeats: int = 48, trials: int = 5) -> int:
     """The thread count for decoding now: of 1, 2, 4, ... up to the cores that the load
     average leaves idle, the one under which decode-shaped matrix-vector products (SmolLM2-135M's
-    MLP) run fastest, by the median of a few short trials (~0.1 s per candidate): a lucky
+    MLP, through model.linear's multi-threaded path, as decoding runs them) run fastest, by the median of a few short trials (~0.1 s per candidate): a lucky
     trial, while a busy core's other work waited, must not decide."""
     idle = max(1, round((os.cpu_count() or 1) - os.getloadavg()[0]))
     candidates = sorted({min(2 ** i, idle) for i in range(idle.bit_length() + 1)})
     if candidates == [1]:
         return 1
-    vector, matrix = torch.randn(1, 576), torch.randn(576, 1536)
+    vector, weight = torch.randn(1, 576), torch.randn(576, 1536).t()   # (out, in), stored column-major
     medians = {}
     for n in candidates:
         torch.set_num_threads(n)
-        vector @ matrix  # warm up this thread team
+        linear(vector, weight)  # warm up this thread team
         seconds = []
         for _ in range(trials):
             start = time.perf_counter()
             for _ in range(repeats):
-                vector @ matrix
+                linear(vector, weight)
             seconds.append(time.perf_counter() - start)
         medians[n] = sorted(seconds)[trials // 2]
     return min(medians, key=medians.get)

@@ -131,10 +131,33 @@ def read_rate(matmul, x, weights) -> float:
     return sum(w.numel() * w.element_size() for w in weights) / seconds / 1e9
 
 
+def report_agreement(models: dict, path: Path, new_tokens: int = 64):
+    """Greedy token agreement and max logit error of each model against the first, on fixed chat prompts."""
+    from checkpoints import load_tokenizer
+    tokenizer = load_tokenizer(path)
+    prompts = [tokenizer.render_prompt([{"role": "user", "content": text}]) for text in (
+        "Write python code that prints the product of -7, -881 and 3947.",
+        "Combine 1 2 5 10 into an expression equal to 24 using + - * / and parentheses.")]
+    reference_name, reference = next(iter(models.items()))
+    for name, model in list(models.items())[1:]:
+        agree, total, error = 0, 0, 0.0
+        for ids in prompts:
+            a, b = generate(reference, [ids], new_tokens)[0], generate(model, [ids], new_tokens)[0]
+            same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            agree, total = agree + same, total + len(a)
+            with torch.inference_mode():
+                tokens = torch.tensor([ids])
+                error = max(error, (reference(tokens).float() - model(tokens).float()).abs().max().item())
+        print(f"{name} vs {reference_name}: greedy tokens equal up to the first difference {agree}/{total}, "
+              f"max prompt logit error {error:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama8b", action="store_true", help="Llama-3-8B shape, random bf16 weights, CUDA")
     parser.add_argument("--model", default="embedded", help="embedded model name or checkpoint path (CPU runs)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                        help="weight dtypes of our model to time (CPU runs; the first is the reference)")
     parser.add_argument("--prompt-len", type=int, default=500)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -156,14 +179,15 @@ def main():
             ours = Transformer(config).to(dtype)
         ours.init_weights(std=0.02)
         ours.eval()
-        variants = {"ours (eager)": {}, "ours (cuda graph)": {"cuda_graph": True},
-                    "ours (compile + cuda graph)": {"compile": True}}
+        variants = {"ours (eager)": (ours, {}), "ours (cuda graph)": (ours, {"cuda_graph": True}),
+                    "ours (compile + cuda graph)": (ours, {"compile": True})}
     else:
         device, dtype = "cpu", torch.float32
         path = resolve_checkpoint(args.model)
-        ours = load_model(path, device=device, dtype=dtype)
+        models = {name: load_model(path, device=device, dtype=getattr(torch, name)) for name in args.dtypes}
+        ours = models[args.dtypes[0]]
         config = ours.config
-        variants = {"ours": {}}
+        variants = {f"ours {name}": (model, {}) for name, model in models.items()}
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, "
           f"threads {torch.get_num_threads()}, {config.num_params / 1e6:.0f}M params, {dtype}")
 
@@ -186,14 +210,17 @@ def main():
     if args.llama8b:  # the captured and compiled decode steps must give the eager tokens
         prompt = torch.randint(100, config.vocab_size - 100, (1, 32), generator=generator).tolist()
         eager = generate(ours, prompt, 32)
-        for name, flags in variants.items():
-            same = sum(a == b for a, b in zip(eager[0], generate(ours, prompt, 32, **flags)[0]))
+        for name, (model, flags) in variants.items():
+            same = sum(a == b for a, b in zip(eager[0], generate(model, prompt, 32, **flags)[0]))
             print(f"greedy tokens equal to eager: {name}: {same}/32")
+    elif len(variants) > 1:  # narrower weights must stay close to the fp32 reference
+        report_agreement(models, path)
     rows = []
     for batch in args.batch:
         prompts = torch.randint(100, config.vocab_size - 100, (batch, args.prompt_len), generator=generator).tolist()
-        results = {name: measure(ours_runner(ours, prompts, **flags), batch, args.prompt_len, args.new_tokens, args.repeats)
-                   for name, flags in variants.items()}
+        results = {name: measure(ours_runner(model, prompts, **flags), batch, args.prompt_len, args.new_tokens,
+                                 args.repeats)
+                   for name, (model, flags) in variants.items()}
         if hf_model is not None:
             results["transformers"] = measure(hf_runner(hf_model, prompts), batch, args.prompt_len,
                                               args.new_tokens, args.repeats)
@@ -221,8 +248,11 @@ def main():
         print(f"\nweights read per token {weight_bytes / 1e9:.2f} GB, measured copy bandwidth "
               f"{bandwidth / 1e9:.1f} GB/s -> batch-1 decode limit {limit:.1f} tok/s")
         for batch, name, r in rows:
-            if batch == 1:
-                print(f"  {name:<30} {r['decode_tok_s']:7.1f} tok/s = {100 * r['decode_tok_s'] / limit:5.1f}% of the limit")
+            if batch == 1 and name.startswith("ours"):
+                model = variants[name][0]
+                limit = bandwidth / bytes_read_per_token(model)
+                print(f"  {name:<30} {r['decode_tok_s']:7.1f} tok/s = {100 * r['decode_tok_s'] / limit:5.1f}% of the "
+                      f"limit for its {next(model.parameters()).dtype} weights ({limit:.1f} tok/s)")
 
 
 if __name__ == "__main__":

@@ -387,8 +387,9 @@ def test_the_no_key_demo_writes_its_own_folder_and_names_the_embedded_model(tmp_
     config = json.loads((tmp_path / "runs" / "demo-codesteer" / "config.json").read_text())["config"]
     assert not (tmp_path / "runs" / "codesteer").exists()
     for role in ("task", "steer", "helper"):
-        assert config["roles"][role]["model"] == "smollm2-135m-instruct" and config["roles"][role]["backend"] == "local"
+        assert config["roles"][role]["model"] == llm.DEMO_MODEL and config["roles"][role]["backend"] == "local"
         assert config["roles"][role]["digest"].startswith("sha256:")
+    assert config["settings"]["mode"] == "api"   # the embedded coder model stands in for an untrained CodeSteer
 
 
 def never_answering_server():
