@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import symbench
 
@@ -97,8 +98,10 @@ class ResultsFile:
     stays in the file: only a torn last line is cut off (by `read(repair=True)`, so that the next record starts on a
     line of its own), and a complete last record that lacks its newline gets one."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, parse: Callable[[bytes], dict | None] = None):
+        """parse: a line's record or None (default parse_record: evaluation records; synth.py's tree has its own)."""
         self.path = path
+        self.parse = parse or parse_record
         self._lock = threading.Lock()
 
     def read(self, repair: bool = False) -> list[dict]:
@@ -108,7 +111,7 @@ class ResultsFile:
         *lines, tail = data.split(b"\n")   # tail: what follows the last newline
         records, skipped = [], []
         for number, line in enumerate(lines, 1):
-            record = parse_record(line) if line.strip() else None
+            record = self.parse(line) if line.strip() else None
             if record is not None:
                 records.append(record)
             elif line.strip():
@@ -117,7 +120,7 @@ class ResultsFile:
             shown = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
             print(f"{self.path}: skipping {len(skipped)} lines that hold no record (lines {shown}); they are left in "
                   "the file", file=sys.stderr)
-        last = parse_record(tail) if tail.strip() else None
+        last = self.parse(tail) if tail.strip() else None
         if last is not None:
             records.append(last)
         elif tail.strip():

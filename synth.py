@@ -184,6 +184,18 @@ def write_rows(path: Path, rows: list[dict]):
     temporary.replace(path)
 
 
+def parse_tree_line(line: bytes) -> dict | None:
+    """A node or question record of tree.jsonl, or None for a line that holds neither (torn, binary, foreign)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    fields = {"node": ("key", "path", "leaf", "usage"), "question": ("key", "pairs"), "error": ("key", "error")}
+    if not isinstance(value, dict) or value.get("kind") not in fields:
+        return None
+    return value if all(field in value for field in fields[value["kind"]]) else None
+
+
 def load_row_tokenizer(source: str):
     """The tokenizer (only: no weights) of a checkpoint path or embedded model name."""
     return load_tokenizer(resolve_checkpoint(source))
@@ -391,13 +403,13 @@ class QuestionTree:
 
 
 def synthesize_dpo(args, planned, clients, settings, checks: RowChecks, out: Path) -> dict:
-    nodes_file = ResultsFile(out / "tree.jsonl")
+    nodes_file = ResultsFile(out / "tree.jsonl", parse=parse_tree_line)
     by_question: dict[str, dict] = {}
     questions = {}
     for record in nodes_file.read(repair=True):
         if record["kind"] == "question":
             questions[record["key"]] = record
-        else:
+        elif record["kind"] == "node":
             by_question.setdefault(record["key"], {})[tuple(record["path"])] = record
 
     def grow(task, sample):
@@ -566,15 +578,15 @@ def synthesize(args) -> dict:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SystemExit(f"--data-dir {args.data_dir}: no such directory")
     args.steer_mode = args.steer_mode or "api"   # B.2, B.4: the teacher is an API CodeSteer
-    clients, mode, fallbacks = steer.build_clients(args)
-    if all(fallbacks.values()):
-        print(steer.DEMO_NOTICE.format(n=steer.DEMO_N, max_tokens=steer.DEMO_MAX_TOKENS,
-                                       max_turns=steer.DEMO_MAX_TURNS), file=sys.stderr)
+    clients, mode, used = steer.build_clients(args)
+    demo = all(getattr(clients, name).fallback_reason for name in used)   # every role runs the embedded model
+    if demo:
+        print(steer.DEMO_NOTICE.format(model=clients.task.model, n=steer.DEMO_N, max_tokens=steer.DEMO_MAX_TOKENS,
+                                       max_turns=steer.DEMO_MAX_TURNS, out=args.out), file=sys.stderr)
         if args.max_tokens is None:
             args.max_tokens = steer.DEMO_MAX_TOKENS
             clients, mode, _ = steer.build_clients(args)
         args.max_turns = args.max_turns or steer.DEMO_MAX_TURNS
-    demo = all(fallbacks.values())
     args.n = args.n if args.n is not None else steer.DEMO_N if demo else 20
     if args.command == "dpo" and args.max_depth is None:
         args.max_depth = DEMO_DEPTH if demo else 3

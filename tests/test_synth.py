@@ -210,7 +210,8 @@ def test_dpo_tree_gives_the_hand_worked_pairs_and_scores(server_for, tmp_path, e
 
 
 def dpo_examples(path: Path, tokenizer) -> list:
-    args = argparse.Namespace(data=[path], seq_len=4096, beta=0.1, label_smoothing=0.0, nll_weight=0.0)
+    args = argparse.Namespace(data=[path], seq_len=4096, beta=0.1, label_smoothing=0.0, nll_weight=0.0,
+                              max_row_bytes=train_sft.MAX_LINE_BYTES)
     return train_dpo.DPOTask(args, tokenizer, None).examples
 
 
