@@ -62,7 +62,8 @@ def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     monkeypatch.setenv("HF_TOKEN", "hf-secret")
     result = run_python("import os\nprint(sorted(set(os.environ) - {'PWD'}))\nprint(os.environ['HOME'] == os.getcwd())")
-    assert result.stdout == "['HOME', 'LANG', 'PATH', 'TMPDIR']\nTrue\n"  # and PWD, which bwrap sets
+    # and PWD, which bwrap sets; PYTHONPATH holds the site-packages folders only
+    assert result.stdout == "['HOME', 'LANG', 'PATH', 'PYTHONPATH', 'TMPDIR']\nTrue\n"
 
 
 def test_huge_output_is_truncated_quickly():
