@@ -125,7 +125,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     out_features = weight.shape[0]
     if (eager_cpu and rows <= _SPLIT_K_MAX_ROWS and weight.dtype == torch.bfloat16 and weight.is_contiguous()
             and not torch.is_grad_enabled()):
-        out = _compiled_rowwise_dot()(x.reshape(rows, -1), weight).to(x.dtype).view(*x.shape[:-1], out_features)
+        # detach: dynamo keeps a Parameter's shape static, one compile per weight shape and row count.
+        out = _compiled_rowwise_dot()(x.reshape(rows, -1), weight.detach()).to(x.dtype)
+        out = out.view(*x.shape[:-1], out_features)
         return out if bias is None else out + bias
     if threads == 1 or rows > _SPLIT_K_MAX_ROWS or weight.stride(0) != 1 or weight.shape[1] % threads:
         return F.linear(x, weight, bias)

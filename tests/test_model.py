@@ -129,6 +129,22 @@ def test_split_k_linear_equals_f_linear(threads, rows):
     torch.testing.assert_close(got_batched, F.linear(x, weight), atol=1e-5, rtol=1e-5)
 
 
+def test_bf16_decode_linear_matches_an_fp32_product_for_every_shape_and_row_count():
+    """The inductor kernel for bf16 weights: one compile serves many weight shapes and row counts
+    (more combinations than dynamo's recompile limit of 8), accumulates in fp32, adds the bias."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for out_features, in_features in [(40, 96), (96, 40), (136, 64), (64, 4160), (72, 48), (48, 72)]:
+            layer = torch.nn.Linear(in_features, out_features).bfloat16()
+            for rows in (1, 2, 7, 32, 33):
+                x = torch.randn(rows, in_features, generator=generator).bfloat16()
+                reference = F.linear(x.double(), layer.weight.double(), layer.bias.double())
+                got = linear(x, layer.weight, layer.bias)
+                assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
+                # bf16 rounding of the output only (fp32 accumulation); rows > 32 take F.linear
+                torch.testing.assert_close(got.double(), reference, atol=0.02, rtol=0.01)
+
+
 def test_forward_traces_as_one_graph():
     # torch.compile on CUDA (decode graphs, FSDP2 training) must not break at every linear.
     model = random_model(TINY_CONFIGS["gqa"], seed=3)
