@@ -102,6 +102,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 _SPLIT_K_MAX_ROWS = 32  # beyond this the multi-threaded matrix-matrix kernel is as fast (measured)
+_BF16_KERNEL_MAX_ROWS = 2  # beyond this the bf16 GEMM is faster than _rowwise_dot (measured: 4 rows 1.3 vs 1.6 ms)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,15 +116,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
       the threads; the partial products are then summed. On the 2-core CPU a one-row product
       reads its weight 1.4-1.9x faster than F.linear on the same layout
       (`bench/bench_model.py --matvec`). Only the summation order differs from F.linear.
-    - bf16 weights (row-major): one inductor-generated kernel (`_rowwise_dot`) that reads each
-      weight row once, for every row of x, and accumulates in fp32. Half the bytes of fp32 read
-      at about the same rate: ~2x the fp32 decode speed (BENCHMARKS.md).
+    - bf16 weights (row-major), one or two rows: one inductor-generated kernel (`_rowwise_dot`)
+      that reads each weight row once, for every row of x, and accumulates in fp32: a one-row
+      product reads its weight ~1.6x faster than the bf16 F.linear (BENCHMARKS.md).
     Under torch.compile (which cannot trace get_num_threads) it is F.linear."""
     eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     threads = torch.get_num_threads() if eager_cpu else 1
     rows = x.numel() // x.shape[-1]
     out_features = weight.shape[0]
-    if (eager_cpu and rows <= _SPLIT_K_MAX_ROWS and weight.dtype == torch.bfloat16 and weight.is_contiguous()
+    if (eager_cpu and rows <= _BF16_KERNEL_MAX_ROWS and weight.dtype == torch.bfloat16 and weight.is_contiguous()
             and not torch.is_grad_enabled()):
         # detach: dynamo keeps a Parameter's shape static, one compile per weight shape and row count.
         out = _compiled_rowwise_dot()(x.reshape(rows, -1), weight.detach()).to(x.dtype)

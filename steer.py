@@ -56,7 +56,7 @@ GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
 
 # Embedded demo defaults: SmolLM2-135M on a 2-core CPU writes ~25 tokens/s, and one CodeSteer turn is a
 # TaskLLM answer, a guidance and 1-15 checker calls.
-DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 128, 3
+DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 128, 2   # sized to finish in ~3 minutes on a 2-core CPU
 
 SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code output if the reply had code, else its text
 MAX_STORED_CHARS = 20_000                    # longest execution output or candidate text kept in a record
