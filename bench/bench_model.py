@@ -189,7 +189,8 @@ def main():
         config = ours.config
         variants = {f"ours {name}": (model, {}) for name, model in models.items()}
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, "
-          f"threads {torch.get_num_threads()}, {config.num_params / 1e6:.0f}M params, {dtype}")
+          f"threads {torch.get_num_threads()}, {config.num_params / 1e6:.0f}M params, "
+          f"{dtype if args.llama8b else ', '.join(args.dtypes)}")
 
     hf_model = None
     if not args.no_hf:
