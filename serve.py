@@ -3,6 +3,7 @@ the embedded SmolLM2-135M) to any OpenAI client, and lets tests exercise the HTT
 real model.
 
     python serve.py                                   # embedded SmolLM2-135M at http://127.0.0.1:8000/v1
+    python serve.py --ckpt qwen2.5-coder-0.5b         # an embedded model by name
     python serve.py --ckpt runs/dpo/final --model-name codesteer --port 8001
     CODESTEER_API_KEY=... python serve.py --host 0.0.0.0   # reachable from other machines: a key is required
     python serve.py --help
@@ -409,7 +410,8 @@ class ChatServer:
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Serve a checkpoint over an OpenAI-compatible HTTP API.")
     parser.add_argument("--ckpt", default="embedded",
-                        help="HF checkpoint directory or .gguf file (default: the embedded SmolLM2-135M)")
+                        help="HF checkpoint directory, .gguf file or embedded model name (smollm2-135m, "
+                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b; default: embedded, the SmolLM2-135M)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model-name", help="the name /v1/models reports (default: from the checkpoint)")

@@ -445,7 +445,7 @@ def reading_checkpoint(path):
     try:
         yield
     except FileNotFoundError as error:
-        raise InputError(f"--init {path}: {error}; give an HF checkpoint folder, a .gguf file or 'embedded'") from None
+        raise InputError(f"--init {path}: {error}; give an HF checkpoint folder, a .gguf file or an embedded model name") from None
     except (OSError, ValueError, SafetensorError) as error:
         raise InputError(f"--init {path}: cannot read the checkpoint ({error}); is it truncated or corrupt? "
                          f"download or export it again") from None
@@ -705,7 +705,8 @@ def export_hf(train_model, config: ModelConfig, tokenizer, out_dir: Path, dtype:
 def build_parser(description: str, default_lr: float) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--init", default="embedded",
-                        help="HF checkpoint dir, .gguf file, or 'embedded' (SmolLM2-135M)")
+                        help="HF checkpoint dir, .gguf file, or an embedded model name ('embedded' = SmolLM2-135M, "
+                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)")
     parser.add_argument("--data", nargs="+", required=True, help="JSONL file(s)")
     parser.add_argument("--out", required=True, help="output folder (metrics, checkpoints, final model)")
     parser.add_argument("--max-row-bytes", type=int, default=MAX_LINE_BYTES,
