@@ -10,6 +10,7 @@ file.
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -125,11 +126,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     rows = x.numel() // x.shape[-1]
     out_features = weight.shape[0]
     if (eager_cpu and rows <= _BF16_KERNEL_MAX_ROWS and weight.dtype == torch.bfloat16 and weight.is_contiguous()
-            and not torch.is_grad_enabled()):
-        # detach: dynamo keeps a Parameter's shape static, one compile per weight shape and row count.
-        out = _compiled_rowwise_dot()(x.reshape(rows, -1), weight.detach()).to(x.dtype)
-        out = out.view(*x.shape[:-1], out_features)
-        return out if bias is None else out + bias
+            and not torch.is_grad_enabled() and _bf16_kernel_works):
+        out = _bf16_rowwise_dot(x.reshape(rows, -1), weight)
+        if out is not None:
+            out = out.to(x.dtype).view(*x.shape[:-1], out_features)
+            return out if bias is None else out + bias
     if threads == 1 or rows > _SPLIT_K_MAX_ROWS or weight.stride(0) != 1 or weight.shape[1] % threads:
         return F.linear(x, weight, bias)
     slices = x.reshape(rows, threads, -1).transpose(0, 1)           # (threads, rows, in / threads)
@@ -143,6 +144,22 @@ def _rowwise_dot(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     inductor emits one vectorized reduction per output (not a call into the bf16 GEMM), with
     the output feature outermost: each weight row is read once for all rows of x."""
     return (weight[:, None, :].float() * x[None, :, :].float()).sum(-1).t()  # (out, rows, in) -> (rows, out)
+
+
+_bf16_kernel_works = True  # until compiling it fails (inductor needs a C++ compiler)
+
+
+def _bf16_rowwise_dot(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+    """The compiled _rowwise_dot, or None (once warned, then always) where it cannot be compiled."""
+    global _bf16_kernel_works
+    try:
+        # detach: dynamo keeps a Parameter's shape static, one compile per weight shape and row count.
+        return _compiled_rowwise_dot()(x, weight.detach())
+    except Exception as error:  # noqa: BLE001 - any compile failure means: decode with F.linear instead
+        _bf16_kernel_works = False
+        warnings.warn(f"bf16 decode kernel unavailable ({type(error).__name__}: {str(error)[:200]}); "
+                      "using torch's bf16 matmul, which is slower at one row")
+        return None
 
 
 @functools.cache
