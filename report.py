@@ -297,3 +297,55 @@ def plot_sweeps(summary: dict, out: Path) -> list[Path]:
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def show(run_dir: str, sample_id: str | None = None) -> str:
+    """One sample's steering conversation as text (`steer.py show OUT [--id ID]`): the first sample, or the last
+    record of sample ID."""
+    path = Path(run_dir) / "results.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{run_dir}: no results.jsonl here; give the --out folder of a run")
+    records = ResultsFile(path).read()
+    if not records:
+        raise SystemExit(f"{path}: no finished sample yet")
+    if sample_id is None:
+        return format_trajectory(records[0])
+    matches = [r for r in records if str(r["id"]) == sample_id]
+    if not matches:
+        ids = ", ".join(dict.fromkeys(str(r["id"]) for r in records[:10]))
+        raise SystemExit(f"no sample {sample_id!r} in {path}; its first ids: {ids}")
+    return format_trajectory(matches[-1])
+
+
+def format_trajectory(record: dict) -> str:
+    """Turn by turn: what CodeSteer said, what the TaskLLM was told and answered, its code, the code's output, the
+    Symbolic and Self-answer Checkers' verdicts; then the final answer and its score."""
+    trajectory = record.get("trajectory") or {}
+    lines = [f"{record['task']} / {record['id']} ({record['method']}, complexity {record['complexity']}): "
+             f"score {record['score']}, answer {record.get('answer')!r}, reference {record.get('reference')!r}"]
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+
+    def section(title: str, text) -> None:
+        if text:
+            lines.append(f"  {title}:")
+            lines.extend("    " + line for line in str(text).strip().splitlines())
+
+    section("question", trajectory.get("question"))
+    steer_outputs = trajectory.get("steer_outputs") or []
+    for k, turn in enumerate(trajectory.get("turns") or []):
+        lines.append(f"--- turn {k}")
+        section("CodeSteer's reply", steer_outputs[k] if k < len(steer_outputs) else None)
+        section("to the TaskLLM", turn.get("prompt"))
+        section("TaskLLM's reply", turn.get("reply"))
+        section("code", turn.get("code"))
+        execution = turn.get("execution") or {}
+        section("output", execution.get("stdout"))
+        section("errors", execution.get("errors"))
+        section("symbolic checker", turn.get("symbolic_summary"))
+        section("self-answer checker", turn.get("check"))
+    lines.append(f"--- end: {trajectory.get('stop_reason', 'single call')}")
+    final = record.get("final") or {}
+    section("final code", final.get("code"))
+    lines.append(f"  final answer {final.get('answer', record.get('answer'))!r}, score {record['score']}")
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANN
                       self_answer_check, symbolic_summary)
 from embedded import is_embedded
 from llm import DEFAULT_MAX_TOKENS, LLMError, make_client, set_cpu_threads
-from report import (FolderLock, ResultsFile, claim_folder, compare, format_summary, plot_sweeps, summarize,
+from report import (FolderLock, ResultsFile, claim_folder, compare, format_summary, plot_sweeps, show, summarize,
                     write_json_atomically)
 from symbench.core import extract_answer
 
@@ -913,6 +913,14 @@ def main(argv: list[str] | None = None):
             if len(argv) < 2:
                 raise SystemExit("usage: steer.py compare RUN_DIR [RUN_DIR ...]")
             print(compare(argv[1:]))
+            return
+        if argv and argv[0] == "show":
+            shown = argparse.ArgumentParser(prog="steer.py show", description="print one sample's steering "
+                                            "conversation turn by turn")
+            shown.add_argument("run_dir", help="a run's --out folder")
+            shown.add_argument("--id", help="the sample's id (default: the first sample)")
+            options = shown.parse_args(argv[1:])
+            print(show(options.run_dir, options.id))
             return
         summary = evaluate(parse_args(argv))
     except SystemExit as stop:

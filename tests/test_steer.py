@@ -651,3 +651,33 @@ def test_original_samples_from_data_dir(tmp_path):
         again = steer.evaluate(steer.parse_args(args[:-1] + ["0"]))    # --n 0: all of them, the first 3 resumed
     ids = [r["id"] for r in read_lines(tmp_path / "a" / "results.jsonl") if r["task"] == "game24"]
     assert again["tasks"]["game24"]["n"] == len(set(ids)) == len(ids) == len(symbench.load_original("game24", data_dir))
+
+
+def test_show_prints_a_stored_sample_turn_by_turn_and_names_bad_inputs(tmp_path, capsys):
+    turn = {"prompt": "Use code.", "reply": "```python\nprint(6*4)\n```", "code": "print(6*4)",
+            "execution": {"stdout": "24\n", "errors": ""}, "symbolic_summary": "Numerical computing only.",
+            "check": "The answer is correct."}
+    record = {"task": "game24", "id": "q7", "method": "codesteer", "complexity": 1, "score": 1.0, "solved": True,
+              "error": None, "seconds": 1.0, "answer": "6*4 = 24", "reference": "6*4 = 24",
+              "trajectory": {"question": "Make 24 from 6 4.", "steer_outputs": ["<<<Code>>>", "<<<Return Answer>>>"],
+                             "turns": [turn], "stop_reason": "returned"},
+              "final": {"code": "print(6*4)", "answer": "6*4 = 24", "score": 1.0}}
+    other = {**record, "id": "q8", "trajectory": {**record["trajectory"], "question": "Another question."}}
+    (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(other) + "\n")
+    steer.main(["show", str(tmp_path)])
+    shown = capsys.readouterr().out
+    order = ["game24 / q7", "Make 24 from 6 4.", "--- turn 0", "<<<Code>>>", "Use code.", "print(6*4)", "output:\n    24",
+             "Numerical computing only.", "The answer is correct.", "--- end: returned",
+             "final answer '6*4 = 24', score 1.0"]
+    positions = [shown.find(piece) for piece in order]
+    assert -1 not in positions and positions == sorted(positions), shown
+    steer.main(["show", str(tmp_path), "--id", "q8"])
+    assert "Another question." in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    for argv, message in ((["show", str(tmp_path / "missing")], "no results.jsonl here"),
+                          (["show", str(tmp_path / "empty")], "no finished sample yet"),
+                          (["show", str(tmp_path), "--id", "nope"], "no sample 'nope'")):
+        with pytest.raises(SystemExit) as stop:
+            steer.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
