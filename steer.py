@@ -54,9 +54,9 @@ STEER_MAX_TOKENS = 1024        # fine-tuned CodeSteer's max_new_tokens
 FINETUNED_STEER_SAMPLING = dict(temperature=0.95, top_p=0.7, top_k=50)   # LLaMA-Factory's defaults at test time
 GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
 
-# Embedded demo defaults: SmolLM2-135M on a 2-core CPU writes ~25 tokens/s, and one CodeSteer turn is a
-# TaskLLM answer, a guidance and 1-15 checker calls.
-DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 128, 2   # sized to finish in ~3 minutes on a 2-core CPU
+# Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core CPU writes ~14 tokens/s, and one CodeSteer turn is
+# a TaskLLM answer, a guidance and 1-15 checker calls: 2 turns took 1m58s, 3 turns 3m30s (BENCHMARKS.md).
+DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 128, 2
 
 SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code output if the reply had code, else its text
 MAX_STORED_CHARS = 20_000                    # longest execution output or candidate text kept in a record
@@ -837,7 +837,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     what.add_argument("--variant", choices=["corrected", "paper"], default="corrected",
                       help="paper: the original scorers and loop quirks (substring termination, round-0 code reuse, "
                            "the itertools miss)")
-    models = parser.add_argument_group("models (default: gpt-4o via OPENAI_API_KEY, else the embedded SmolLM2)")
+    models = parser.add_argument_group("models (default: gpt-4o via OPENAI_API_KEY, else the embedded "
+                                       "Qwen2.5-Coder-0.5B)")
     models.add_argument("--task-model", default="gpt-4o")
     models.add_argument("--task-base-url", help="an OpenAI-compatible endpoint for the TaskLLM")
     models.add_argument("--steer-model", help="CodeSteerLLM model name (default gpt-4o as an untrained API CodeSteer)")

@@ -5,7 +5,7 @@
     python synth.py dpo --variant released ...        # the released script's procedure (B.4 variant 2)
     python synth.py sft ... --shard 2/4               # one of 4 processes or machines; then:
     python synth.py merge --out runs/synth runs/shard1 runs/shard2 runs/shard3 runs/shard4
-    python synth.py sft --task game24 --steer-mode finetuned   # no key: the embedded SmolLM2, a plumbing demo
+    python synth.py sft --task game24 --keep all                # no key: the embedded Qwen2.5-Coder-0.5B, a local demo
 
 sft: run the A.3 loop with an API-mode CodeSteer as the teacher (turn-0 paraphrase) and keep the trajectories whose
 final answer is correct (--keep all: every finished one): OUT/sft.jsonl, one row per trajectory, TRL `messages`
