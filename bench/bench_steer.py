@@ -139,10 +139,15 @@ def main():
     rows.append(("... loop overhead per turn excluding LLM time (execution included)",
                  f"{100 * (wall - llm) / wall:.1f} %", "", None))
 
+    print_targets(rows, value_width=22)
+
+
+def print_targets(rows: list[tuple], value_width: int):
+    """A table of (measure, value, target, ok) rows; ok None: no target."""
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'value':>22}  {'target':>8}  ok")
+    print(f"{'measure'.ljust(width)}  {'value':>{value_width}}  {'target':>8}  ok")
     for name, value, target, ok in rows:
-        print(f"{name.ljust(width)}  {value:>22}  {target:>8}  {'' if ok is None else 'yes' if ok else 'NO'}")
+        print(f"{name.ljust(width)}  {value:>{value_width}}  {target:>8}  {'' if ok is None else 'yes' if ok else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import synth  # noqa: E402
-from bench_steer import ExecutionClock, scripted_llm  # noqa: E402
+from bench_steer import ExecutionClock, print_targets, scripted_llm  # noqa: E402
 from fixture_server import fixture_server  # noqa: E402
 
 
@@ -75,10 +75,7 @@ def main():
             rows.append((f"... synth.py overhead at concurrency 1 (wall {serial:.1f} s, LLM {llm:.1f} s, code "
                          f"{clock.seconds:.1f} s)", f"{100 * overhead / serial:.2f} %", "< 5 %",
                          overhead / serial < 0.05))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'value':>12}  {'target':>8}  ok")
-    for name, value, target, ok in rows:
-        print(f"{name.ljust(width)}  {value:>12}  {target:>8}  {'' if ok is None else 'yes' if ok else 'NO'}")
+    print_targets(rows, value_width=12)
 
 
 if __name__ == "__main__":
