@@ -1,6 +1,9 @@
 """What an evaluation run writes and how runs are summarised: the run folder (one writer at a time, one
-configuration, named in config.json), the append-only results file (safe to kill at any moment), summary.json, the printed tables, the paper's normalised-average comparison
-across methods (spec A.6.6) and score-vs-complexity plots. Used by steer.py.
+configuration, named in config.json), the append-only results file (safe to kill at any moment), summary.json, the
+printed tables, a run's score-vs-complexity plots, and `steer.py compare`: the finished runs it reads (load_runs, with
+an error for a missing folder or summary, an empty run, or runs over different tasks unless --common-tasks) and the
+paper's normalised-average table across methods (spec A.6.6). Used by steer.py; the comparison's figures are in
+plots.py.
 """
 import fcntl
 import json
@@ -164,7 +167,7 @@ def write_json_atomically(path: Path, payload):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Summaries, the compare table (A.6.6) and sweep plots
+# Summaries, the runs compared, the compare table (A.6.6) and sweep plots
 
 def summarize(method: str, records: list[dict]) -> dict:
     """summary.json: per task the mean score, n, and per-sample means of tokens and seconds; averages over tasks."""
@@ -234,18 +237,53 @@ def normalized_averages(scores: dict[str, dict[str, float]]) -> dict[str, dict[s
             for method, s in scores.items()}
 
 
-def compare(run_dirs: list[str]) -> str:
-    """The table printed by `steer.py compare`: raw scores per task and the Ave. Norm. rows."""
-    scores = {}
+def load_runs(run_dirs: list[str], common_tasks: bool = False) -> dict[str, dict]:
+    """{label: summary.json} of the runs `steer.py compare` compares; the label is the method, or 'method (folder)'
+    for a method seen before. Runs that cover different tasks stop here, naming what each lacks, unless common_tasks
+    (then compare and the figures use the tasks every run has, and compare's note names the others)."""
+    summaries = {}
     for run_dir in run_dirs:
-        path = Path(run_dir) / "summary.json"
+        folder = Path(run_dir)
+        path = folder / "summary.json"
+        if not folder.is_dir():
+            raise SystemExit(f"compare: {run_dir}: no such folder")
         if not path.is_file():
-            raise SystemExit(f"compare: {path} not found (run steer.py with --out {run_dir} first)")
-        summary = json.loads(path.read_text())
-        label = summary["method"] if summary["method"] not in scores else f"{summary['method']} ({run_dir})"
-        scores[label] = {task: entry["score"] for task, entry in summary["tasks"].items()}
+            unfinished = ResultsFile(folder / "results.jsonl").read()   # summary.json is written when a run ends
+            why = (f"results.jsonl holds {len(unfinished)} samples of a run that has not finished: rerun it to write "
+                   "its summary" if unfinished else f"run steer.py with --out {run_dir} first")
+            raise SystemExit(f"compare: {run_dir}: no summary.json here ({why})")
+        try:
+            summary = json.loads(path.read_text())
+        except ValueError as error:
+            raise SystemExit(f"compare: {path}: not JSON ({error})") from None
+        if not sum(entry["n"] for entry in summary["tasks"].values()):
+            raise SystemExit(f"compare: {path}: the run holds no finished sample")
+        label = summary["method"] if summary["method"] not in summaries else f"{summary['method']} ({run_dir})"
+        summaries[label] = summary
+    every_task = set().union(*(summary["tasks"] for summary in summaries.values()))
+    lacking = {label: [t for t in symbench.TASK_IDS if t in every_task and t not in summary["tasks"]]
+               for label, summary in summaries.items()}
+    if any(lacking.values()) and not common_tasks:
+        named = "; ".join(f"{label} lacks {', '.join(tasks)}" for label, tasks in lacking.items() if tasks)
+        raise SystemExit(f"compare: the runs cover different tasks ({named}); pass --common-tasks to compare only "
+                         "the tasks every run has")
+    if not shared_tasks(summaries):
+        raise SystemExit("compare: no task is common to every run")
+    return summaries
+
+
+def shared_tasks(summaries: dict[str, dict]) -> list[str]:
+    """The tasks every run has, in SymBench's order: the ones compared."""
+    return [t for t in symbench.TASK_IDS if all(t in summary["tasks"] for summary in summaries.values())]
+
+
+def compare(summaries: dict[str, dict]) -> str:
+    """The table printed by `steer.py compare` over load_runs' summaries: raw scores per task and the Ave. Norm.
+    rows."""
+    scores = {label: {task: entry["score"] for task, entry in summary["tasks"].items()}
+              for label, summary in summaries.items()}
     norm = normalized_averages(scores)
-    common = [t for t in symbench.TASK_IDS if all(t in s for s in scores.values())]
+    common = shared_tasks(summaries)
     methods = list(scores)
     rows = [("task",) + tuple(methods)]
     rows += [(task,) + tuple(_percent(scores[m][task]) for m in methods) for task in common]

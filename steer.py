@@ -11,6 +11,7 @@ guidance.
     python steer.py --tasks all --data-dir dataset_gather --method all_code --out runs/all_code
     python steer.py --task game24 --task-base-url http://127.0.0.1:8000/v1 --complexity 1-5 --out runs/sweep
     python steer.py compare runs/cs runs/all_code runs/only_question    # the paper's Ave. Norm. table
+    python steer.py compare runs/cs runs/all_code --plots runs/figures --training runs/sft runs/dpo  # and its figures
     python steer.py --help
 
 Models: OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_BASE_URL or the --*-model / --*-base-url / --steer-ckpt flags
@@ -38,14 +39,15 @@ from typing import Callable
 
 from tqdm import tqdm
 
+import plots
 import symbench
 from checkers import (ANSWER_NAMES, ANSWER_TIMEOUT_S, EXEC_TIMEOUT_S, PATH_PLANNING_ANSWER_NAMES, SandboxUnavailable,
                       configure_executor, execution_feedback, extract_code, run_for_answer, run_python,
                       self_answer_check, symbolic_summary)
 from embedded import is_embedded
 from llm import DEFAULT_MAX_TOKENS, LLMError, make_client, set_cpu_threads
-from report import (FolderLock, ResultsFile, claim_folder, compare, format_summary, plot_sweeps, show, summarize,
-                    write_json_atomically)
+from report import (FolderLock, ResultsFile, claim_folder, compare, format_summary, load_runs, plot_sweeps, show,
+                    summarize, write_json_atomically)
 from symbench.core import extract_answer
 
 # Spec A.1.
@@ -821,8 +823,9 @@ def install_judges(tasks: list[symbench.Task], helper) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Evaluate CodeSteer or a baseline on SymBench. `steer.py compare RUN_DIR...` prints the "
-                    "Ave. Norm. table of finished runs.")
+        description="Evaluate CodeSteer or a baseline on SymBench. `steer.py compare RUN_DIR... [--plots DIR]` "
+                    "prints the Ave. Norm. table of finished runs and draws the paper's figures; `steer.py show "
+                    "RUN_DIR` prints one sample's steering conversation.")
     what = parser.add_argument_group("what to run")
     what.add_argument("--task", action="append", help="a task id; repeatable (default: game24)")
     what.add_argument("--tasks", choices=["seen", "unseen", "all"], help="a group of tasks")
@@ -905,15 +908,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def compare_command(argv: list[str]):
+    """`steer.py compare`: the Ave. Norm. table and, with --plots, the paper's figures (plots.py)."""
+    parser = argparse.ArgumentParser(prog="steer.py compare", description="print the paper's Ave. Norm. table "
+                                     "(spec A.6.6) of finished runs and, with --plots, draw the paper's figures")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a finished run's --out folder (its "
+                        "summary.json)")
+    parser.add_argument("--common-tasks", action="store_true", help="compare only the tasks every run has "
+                        "(default: runs over different tasks are an error)")
+    parser.add_argument("--plots", metavar="DIR", help="write score_distribution.png (Fig. 3), score_vs_complexity"
+                        ".png (Fig. 4, when a run swept complexity), score_vs_cost.png (Fig. 5) and, with "
+                        "--training, training_curves.png into DIR")
+    parser.add_argument("--training", nargs="+", action="extend", default=[], metavar="TRAIN_DIR",
+                        help="train_sft.py / train_dpo.py --out folders (their metrics.jsonl) to draw; needs --plots")
+    options = parser.parse_args(argv)
+    if options.training and not options.plots:
+        raise SystemExit("compare: --training draws training_curves.png, so it needs --plots DIR")
+    summaries = load_runs(options.run_dirs, options.common_tasks)
+    training_runs = plots.load_training(options.training)
+    if options.plots:
+        plots.pyplot()   # a missing matplotlib stops here, before the table, like any other input error
+    print(compare(summaries))
+    if options.plots:
+        for path in plots.write_figures(summaries, training_runs, Path(options.plots)):
+            print(f"plot: {path}")
+
+
 def main(argv: list[str] | None = None):
     """The CLI. A user's mistake (a flag, a file, a server that does not work) ends it with one `error:` line and exit
     code 2; a finished run in which some samples erred, with a count of them and exit code 1."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] == "compare":
-            if len(argv) < 2:
-                raise SystemExit("usage: steer.py compare RUN_DIR [RUN_DIR ...]")
-            print(compare(argv[1:]))
+            compare_command(argv[1:])
             return
         if argv and argv[0] == "show":
             shown = argparse.ArgumentParser(prog="steer.py show", description="print one sample's steering "

@@ -524,7 +524,7 @@ def test_the_ave_norm_table_matches_a_hand_computation(tmp_path):
         tasks = {t: dict(score=s, n=10, tokens=0, seconds=0) for t, s in scores.items()}
         (tmp_path / method / "summary.json").write_text(json.dumps(dict(method=method, tasks=tasks)))
     table = subprocess.run([sys.executable, str(ROOT / "steer.py"), "compare", str(tmp_path / "A"),
-                            str(tmp_path / "B")], capture_output=True, text=True, cwd=ROOT).stdout
+                            str(tmp_path / "B"), "--common-tasks"], capture_output=True, text=True, cwd=ROOT).stdout
     lines = {line.split("  ")[0]: line.split() for line in table.splitlines()}
     assert lines["Ave. Norm. (all)"][-2:] == [f"{100 * 2.5 / 3:.1f}", f"{100 * (0.5 + 1 + 1 / 3) / 3:.1f}"]
     assert lines["game24"][-2:] == ["50.0", "25.0"]
