@@ -238,10 +238,11 @@ def normalized_averages(scores: dict[str, dict[str, float]]) -> dict[str, dict[s
 
 
 def load_runs(run_dirs: list[str], common_tasks: bool = False) -> dict[str, dict]:
-    """{label: summary.json} of the runs `steer.py compare` compares; the label is the method, or 'method (folder)'
-    for a method seen before. Runs that cover different tasks stop here, naming what each lacks, unless common_tasks
-    (then compare and the figures use the tasks every run has, and compare's note names the others)."""
-    summaries = {}
+    """{label: summary.json} of the runs `steer.py compare` compares; the label is the method, or the folder's name
+    where several runs share a method (e.g. CodeSteer with different steerers). Runs that cover different tasks stop
+    here, naming what each lacks, unless common_tasks (then compare and the figures use the tasks every run has, and
+    compare's note names the others)."""
+    loaded = []
     for run_dir in run_dirs:
         folder = Path(run_dir)
         path = folder / "summary.json"
@@ -258,7 +259,13 @@ def load_runs(run_dirs: list[str], common_tasks: bool = False) -> dict[str, dict
             raise SystemExit(f"compare: {path}: not JSON ({error})") from None
         if not sum(entry["n"] for entry in summary["tasks"].values()):
             raise SystemExit(f"compare: {path}: the run holds no finished sample")
-        label = summary["method"] if summary["method"] not in summaries else f"{summary['method']} ({run_dir})"
+        loaded.append((folder, summary))
+    methods = [summary["method"] for _, summary in loaded]
+    summaries = {}
+    for folder, summary in loaded:
+        label = summary["method"] if methods.count(summary["method"]) == 1 else folder.name
+        if label in summaries:
+            label = str(folder)
         summaries[label] = summary
     every_task = set().union(*(summary["tasks"] for summary in summaries.values()))
     lacking = {label: [t for t in symbench.TASK_IDS if t in every_task and t not in summary["tasks"]]

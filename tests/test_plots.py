@@ -165,3 +165,11 @@ def test_compare_names_each_bad_input(runs, tmp_path, capsys, monkeypatch):
         steer.main(["compare", *runs, *figures])
     captured = capsys.readouterr()
     assert stop.value.code == 2 and 'pip install -e ".[plot]"' in captured.err and not captured.out
+
+
+def test_runs_of_one_method_are_labelled_by_their_folders(tmp_path):
+    samples = RUNS["codesteer"]
+    summaries = report.load_runs([write_run(tmp_path / "codesteer_sft", "codesteer", samples),
+                                  write_run(tmp_path / "codesteer_dpo", "codesteer", samples),
+                                  write_run(tmp_path / "all_code", "all_code", RUNS["all_code"])])
+    assert list(summaries) == ["codesteer_sft", "codesteer_dpo", "all_code"]
