@@ -345,8 +345,9 @@ def plot_sweeps(summary: dict, out: Path) -> list[Path]:
 
 
 def show(run_dir: str, sample_id: str | None = None) -> str:
-    """One sample's steering conversation as text (`steer.py show OUT [--id ID]`): the first sample, or the last
-    record of sample ID."""
+    """One sample's steering conversation as text (`steer.py show OUT [--id [TASK/]ID]`): the first sample, or the
+    last record of sample ID. Generated ids repeat across tasks (gen-L1-seed0-2 in every task), so an id that more
+    than one task has needs its task."""
     path = Path(run_dir) / "results.jsonl"
     if not path.is_file():
         raise SystemExit(f"{run_dir}: no results.jsonl here; give the --out folder of a run")
@@ -355,10 +356,15 @@ def show(run_dir: str, sample_id: str | None = None) -> str:
         raise SystemExit(f"{path}: no finished sample yet")
     if sample_id is None:
         return format_trajectory(records[0])
-    matches = [r for r in records if str(r["id"]) == sample_id]
+    task, _, bare_id = sample_id.rpartition("/")
+    matches = [r for r in records if str(r["id"]) == bare_id and task in ("", r["task"])]
     if not matches:
-        ids = ", ".join(dict.fromkeys(str(r["id"]) for r in records[:10]))
+        ids = ", ".join(dict.fromkeys(f"{r['task']}/{r['id']}" for r in records[:10]))
         raise SystemExit(f"no sample {sample_id!r} in {path}; its first ids: {ids}")
+    tasks = list(dict.fromkeys(r["task"] for r in matches))
+    if len(tasks) > 1:
+        raise SystemExit(f"{bare_id!r} is a sample of {len(tasks)} tasks in {path}: give one of "
+                         + ", ".join(f"{t}/{bare_id}" for t in tasks))
     return format_trajectory(matches[-1])
 
 

@@ -673,11 +673,19 @@ def test_show_prints_a_stored_sample_turn_by_turn_and_names_bad_inputs(tmp_path,
     assert -1 not in positions and positions == sorted(positions), shown
     steer.main(["show", str(tmp_path), "--id", "q8"])
     assert "Another question." in capsys.readouterr().out
+    # an id two tasks share needs its task
+    letters = {**other, "task": "letters", "trajectory": {**record["trajectory"], "question": "Count the r's."}}
+    with open(tmp_path / "results.jsonl", "a") as results:
+        results.write(json.dumps(letters) + "\n")
+    steer.main(["show", str(tmp_path), "--id", "letters/q8"])
+    assert "Count the r's." in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "results.jsonl").write_text("")
     for argv, message in ((["show", str(tmp_path / "missing")], "no results.jsonl here"),
                           (["show", str(tmp_path / "empty")], "no finished sample yet"),
-                          (["show", str(tmp_path), "--id", "nope"], "no sample 'nope'")):
+                          (["show", str(tmp_path), "--id", "nope"], "no sample 'nope'"),
+                          (["show", str(tmp_path), "--id", "q8"], "give one of game24/q8, letters/q8"),
+                          (["show", str(tmp_path), "--id", "2048/q8"], "no sample '2048/q8'")):
         with pytest.raises(SystemExit) as stop:
             steer.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,265 @@
+"""The method end to end on one machine: synthesize -> SFT -> DPO -> evaluate every method -> compare.
+
+    python reproduce.py                                   # the CPU-scale recipe (~3 h on 2 cores): runs/reproduce
+    python reproduce.py --out runs/repro-api --preset paper --task-model gpt-4o --steer-model gpt-4o \\
+        --steer-init /ckpt/Meta-Llama-3-8B-Instruct --launcher "torchrun --nproc_per_node=4" \\
+        --train-flags "--fsdp --activation-checkpointing --batch-size 1 --grad-accum 2"
+
+Each stage runs one of the project's own CLIs (synth.py, train_sft.py, train_dpo.py, steer.py) as a subprocess, in
+its own folder under --out, and is entered in OUT/stages.json (command, wall seconds) when it finishes. A rerun skips
+the finished stages and resumes the unfinished one: synth.py and steer.py from their results files, training from
+its last checkpoint. So the recipe can span sessions that end every process they started.
+
+The stages:
+  synth-sft   synth.py sft on the seen tasks (questions disjoint from the test set): TaskLLM + API-mode teacher
+  synth-dpo   synth.py dpo, the sampling tree, on other questions of the seen tasks
+  train-sft   train_sft.py of the small CodeSteerLLM (--steer-init) on synth-sft/sft.jsonl
+  train-dpo   train_dpo.py from train-sft/final on synth-dpo/dpo.jsonl
+  eval-*      steer.py on held-out samples of the seen and unseen tasks, one folder per method: the five baselines,
+              CodeSteer with the untrained API-mode steerer, with the SFT steerer and with the SFT+DPO steerer
+  report      steer.py compare with figures, and OUT/RESULTS.md: the table, stage times, data sizes, commands
+
+Flags this script does not know go to every synth.py and steer.py command as they are (models, loop, --timeout,
+...): see python steer.py --help.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from report import write_json_atomically
+
+ROOT = Path(__file__).resolve().parent
+
+# The CPU preset, sized by measurement on a 2-core VM with Qwen2.5-Coder-0.5B (bf16) in every role but the trained
+# steerer: tasks the 0.5B solves sometimes at complexity 1 (so the teacher's trajectories and the tree's leaves are
+# not all failures), few questions, short replies and two TaskLLM turns. See RESULTS.md for the measured times.
+PRESETS = {
+    "cpu": dict(seen="TODO", unseen="TODO", complexity="1", n_sft=8, n_dpo=4, n_eval=6,
+                max_tokens=256, max_turns=2, concurrency=8, branch=2, max_depth=1,
+                steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, seq_len=2048, batch_size=2),
+    # The paper's sizes (spec B.2-B.5): every task at its default level, 50 questions per seen task to synthesize,
+    # the held-out 20 per task to evaluate, the loop's full budgets, Llama-3-8B trained as in B.5.
+    "paper": dict(seen="seen", unseen="unseen", complexity=None, n_sft=50, n_dpo=50, n_eval=20,
+                  max_tokens=None, max_turns=None, concurrency=16, branch=2, max_depth=3,
+                  steer_init=None, sft_epochs=12, dpo_epochs=1, lr=1e-5, seq_len=7024, batch_size=1),
+}
+BASELINES = ["only_question", "all_text", "all_code", "code_text_choice", "code_interpreter"]
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    folder: Path
+    done: Path   # the file whose existence means the stage's command finished
+
+
+def task_flags(spec: str) -> list[str]:
+    """'seen' / 'unseen' / 'all' -> --tasks GROUP; 'a,b,c' -> --task a --task b --task c."""
+    if spec in ("seen", "unseen", "all"):
+        return ["--tasks", spec]
+    return [flag for task in spec.split(",") for flag in ("--task", task)]
+
+
+def build_stages(args, passthrough: list[str]) -> list[Stage]:
+    out = Path(args.out)
+    python = [sys.executable]
+    launcher = shlex.split(args.launcher) if args.launcher else python
+    loop = passthrough + ["--concurrency", str(args.concurrency)]
+    for flag, value in (("--complexity", args.complexity), ("--max-tokens", args.max_tokens),
+                        ("--max-turns", args.max_turns)):
+        if value is not None:
+            loop += [flag, str(value)]
+    seen = task_flags(args.seen)
+    synth_common = seen + loop + ["--tokenizer", args.steer_init, "--max-len", str(args.seq_len), "--quiet"]
+    train_common = shlex.split(args.train_flags) + ["--lr", str(args.lr), "--seq-len", str(args.seq_len),
+                                                     "--batch-size", str(args.batch_size), "--save-every", "5",
+                                                     "--keep-checkpoints", "1", "--seed", str(args.seed)]
+    stages = [
+        Stage("synth-sft", python + [str(ROOT / "synth.py"), "sft", *synth_common, "--n", str(args.n_sft),
+                                     "--seed", str(args.seed), "--out", str(out / "synth-sft")],
+              out / "synth-sft", out / "synth-sft" / "summary.json"),
+        # Another synthesis seed, so that the tree's questions are not the SFT questions again.
+        Stage("synth-dpo", python + [str(ROOT / "synth.py"), "dpo", *synth_common, "--n", str(args.n_dpo),
+                                     "--seed", str(args.seed + 1), "--branch", str(args.branch),
+                                     "--max-depth", str(args.max_depth), "--out", str(out / "synth-dpo")],
+              out / "synth-dpo", out / "synth-dpo" / "summary.json"),
+        Stage("train-sft", launcher + [str(ROOT / "train_sft.py"), "--init", args.steer_init,
+                                       "--data", str(out / "synth-sft" / "sft.jsonl"), "--epochs",
+                                       str(args.sft_epochs), *train_common, "--out", str(out / "train-sft")],
+              out / "train-sft", out / "train-sft" / "final" / "config.json"),
+        Stage("train-dpo", launcher + [str(ROOT / "train_dpo.py"), "--init", str(out / "train-sft" / "final"),
+                                       "--data", str(out / "synth-dpo" / "dpo.jsonl"), "--epochs",
+                                       str(args.dpo_epochs), *train_common, "--out", str(out / "train-dpo")],
+              out / "train-dpo", out / "train-dpo" / "final" / "config.json"),
+    ]
+    evaluate = python + [str(ROOT / "steer.py"), *task_flags(args.seen), *task_flags(args.unseen), *loop,
+                         "--n", str(args.n_eval), "--quiet"]
+    methods = [(m, ["--method", m]) for m in BASELINES] + [
+        ("codesteer_untrained", ["--method", "codesteer"]),
+        ("codesteer_sft", ["--method", "codesteer", "--steer-ckpt", str(out / "train-sft" / "final")]),
+        ("codesteer_dpo", ["--method", "codesteer", "--steer-ckpt", str(out / "train-dpo" / "final")])]
+    for seed in args.eval_seeds:
+        suffix = "" if seed == args.eval_seeds[0] else f"-seed{seed}"
+        for label, flags in methods:
+            folder = out / "eval" / f"{label}{suffix}"
+            stages.append(Stage(f"eval-{label}{suffix}", evaluate + flags + ["--seed", str(seed), "--out",
+                                                                            str(folder)],
+                                folder, folder / "summary.json"))
+    return stages
+
+
+def run_stage(stage: Stage, log_dir: Path) -> float:
+    """Run (or resume) one stage's command, its output appended to OUT/logs/NAME.log; the wall seconds."""
+    command = list(stage.argv)
+    if stage.name.startswith("train-") and (stage.folder / "checkpoints" / "latest").is_file():
+        command.append("--resume")
+    log_path = log_dir / f"{stage.name}.log"
+    print(f"[{time.strftime('%H:%M:%S')}] {stage.name}: {shlex.join(command)}\n    log: {log_path}", flush=True)
+    start = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    # steer.py exits 1 when some samples erred but the run finished (its summary exists): the table counts them.
+    if code != 0 and not (code == 1 and stage.name.startswith("eval-") and stage.done.is_file()):
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        raise SystemExit(f"stage {stage.name} failed with exit code {code}; the end of {log_path}:\n{tail}"
+                         f"fix the cause and rerun the same command: finished stages are kept")
+    return time.time() - start
+
+
+def check_data(stage: Stage):
+    """Training needs rows: say what synthesis produced instead of letting training fail on an empty file."""
+    name = {"synth-sft": "sft.jsonl", "synth-dpo": "dpo.jsonl"}.get(stage.name)
+    if name is None:
+        return
+    path = stage.folder / name
+    rows = sum(1 for line in open(path) if line.strip()) if path.is_file() else 0
+    if rows == 0:
+        summary = json.loads((stage.folder / "summary.json").read_text())
+        raise SystemExit(f"{stage.name} produced no training rows ({path}); its summary: "
+                         f"{json.dumps(summary.get('total', summary))[:400]}. The TaskLLM never (or always) "
+                         "succeeded on these questions: raise --n-sft/--n-dpo or choose tasks it sometimes solves")
+
+
+def main(argv: list[str] | None = None):
+    args, passthrough = parse_args(argv)
+    out = Path(args.out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    stages_path = out / "stages.json"
+    finished = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
+    stages = build_stages(args, passthrough)
+    recipe_path = out / "recipe.json"
+    recipe = dict(argv=sys.argv[1:] if argv is None else argv, settings=vars(args), passthrough=passthrough)
+    if recipe_path.is_file() and json.loads(recipe_path.read_text())["settings"] != recipe["settings"]:
+        raise SystemExit(f"{out} was started with other settings ({recipe_path}); choose another --out")
+    write_json_atomically(recipe_path, recipe)
+    for stage in stages:
+        if stage.name in finished and stage.done.exists():
+            continue
+        seconds = finished.get(stage.name, {}).get("seconds", 0.0) + run_stage(stage, out / "logs")
+        check_data(stage)
+        finished[stage.name] = dict(command=shlex.join(stage.argv), seconds=round(seconds, 1),
+                                    finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        write_json_atomically(stages_path, finished)
+        print(f"    finished in {seconds / 60:.1f} min", flush=True)
+    write_report(out, stages, finished)
+
+
+def write_report(out: Path, stages: list[Stage], finished: dict):
+    """OUT/RESULTS.md from the finished stages: the table, figures, sizes, times and commands."""
+    evals = [s.folder for s in stages if s.name.startswith("eval-")]
+    compare = [sys.executable, str(ROOT / "steer.py"), "compare", *map(str, evals), "--plots",
+               str(out / "figures"), "--training", str(out / "train-sft"), str(out / "train-dpo")]
+    table = subprocess.run(compare, capture_output=True, text=True, cwd=ROOT)
+    if table.returncode != 0:
+        raise SystemExit(f"steer.py compare failed: {table.stderr.strip()}")
+    print(table.stdout)
+    lines = [f"# CodeSteer reproduction: {out}", "",
+             f"{time.strftime('%Y-%m-%d')}, {machine()}", "", "## Ave. Norm. and raw scores", "", "```",
+             table.stdout.rstrip(), "```", "", "## Figures", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in sorted((out / "figures").glob("*.png"))]
+    lines += ["", "## Data", ""] + data_sizes(out)
+    lines += ["", "## Stages", "", "| stage | wall | command |", "| --- | --- | --- |"]
+    total = 0.0
+    for stage in stages:
+        entry = finished[stage.name]
+        total += entry["seconds"]
+        lines.append(f"| {stage.name} | {entry['seconds'] / 60:.1f} min | `{entry['command']}` |")
+    lines += [f"| all | {total / 3600:.2f} h | |", ""]
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'RESULTS.md'}")
+
+
+def data_sizes(out: Path) -> list[str]:
+    rows = []
+    for name, data in (("synth-sft", "sft.jsonl"), ("synth-dpo", "dpo.jsonl")):
+        summary = json.loads((out / name / "summary.json").read_text())
+        count = sum(1 for line in open(out / name / data) if line.strip())
+        rows.append(f"- {name}: {count} rows in {data}; summary: `{json.dumps(summary.get('total', {}))}`")
+    return rows
+
+
+def machine() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Unknown flags go to every synth.py and steer.py command.")
+    parser.add_argument("--out", default="runs/reproduce", help="the recipe's folder (default runs/reproduce); "
+                        "rerun with it to resume")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                        help="sizes: cpu (~3 h on a 2-core CPU, embedded models) or paper (spec B.2-B.5)")
+    sizes = parser.add_argument_group("sizes (default: the preset's)")
+    sizes.add_argument("--seen", help="seen tasks to synthesize on and evaluate: a comma list or 'seen'")
+    sizes.add_argument("--unseen", help="unseen tasks to evaluate: a comma list or 'unseen'")
+    sizes.add_argument("--complexity", help="steer.py's --complexity for every stage")
+    sizes.add_argument("--n-sft", type=int, help="questions per seen task for SFT trajectories")
+    sizes.add_argument("--n-dpo", type=int, help="questions per seen task for the DPO tree")
+    sizes.add_argument("--n-eval", type=int, help="held-out test samples per task and method")
+    sizes.add_argument("--eval-seeds", type=int, nargs="+", default=[0],
+                       help="evaluation seeds; each after the first adds a folder per method (variance)")
+    sizes.add_argument("--max-tokens", type=int)
+    sizes.add_argument("--max-turns", type=int)
+    sizes.add_argument("--concurrency", type=int)
+    sizes.add_argument("--branch", type=int)
+    sizes.add_argument("--max-depth", type=int)
+    training = parser.add_argument_group("training the CodeSteerLLM")
+    training.add_argument("--steer-init", help="the model to fine-tune (default: the preset's)")
+    training.add_argument("--sft-epochs", type=int)
+    training.add_argument("--dpo-epochs", type=int)
+    training.add_argument("--lr", type=float)
+    training.add_argument("--seq-len", type=int)
+    training.add_argument("--batch-size", type=int)
+    training.add_argument("--seed", type=int, default=0, help="synthesis and training seed")
+    training.add_argument("--launcher", help="how to start training, e.g. 'torchrun --nproc_per_node=4' "
+                          "(default: this Python)")
+    training.add_argument("--train-flags", default="", help="more flags for train_sft.py and train_dpo.py")
+    args, passthrough = parser.parse_known_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.steer_init is None:
+        parser.error(f"--preset {args.preset} needs --steer-init (the model to train as the CodeSteerLLM, e.g. a "
+                     "Meta-Llama-3-8B-Instruct folder)")
+    return args, passthrough
+
+
+if __name__ == "__main__":
+    main()
