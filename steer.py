@@ -946,7 +946,8 @@ def main(argv: list[str] | None = None):
             shown = argparse.ArgumentParser(prog="steer.py show", description="print one sample's steering "
                                             "conversation turn by turn")
             shown.add_argument("run_dir", help="a run's --out folder")
-            shown.add_argument("--id", help="[TASK/]ID: the sample (default: the first one); generated ids repeat across tasks, so give TASK/ID where they do")
+            shown.add_argument("--id", help="[TASK/]ID: the sample (default: the first one); generated ids repeat "
+                               "across tasks, so give TASK/ID where they do")
             options = shown.parse_args(argv[1:])
             print(show(options.run_dir, options.id))
             return
