@@ -741,6 +741,7 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
     """The client for a model name, endpoint or checkpoint. The first rule that applies wins:
 
     1. ckpt given ("embedded", an HF directory or a .gguf)  -> LocalClient(ckpt)
+       or model an embedded model's name, no base URL        -> LocalClient(model), in bf16 as the demo
     2. model starts with "claude", no base_url, an Anthropic key (api_key or
        $ANTHROPIC_API_KEY)                                   -> AnthropicClient
     3. a base URL (base_url or $OPENAI_BASE_URL), with or
@@ -752,6 +753,8 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
     `options` go to the chosen client's constructor (sampling defaults, timeout, retries, ...)."""
     if ckpt is not None:
         return LocalClient(ckpt, name=model, **_local_options(options))
+    if model and is_embedded(model) and not (base_url or os.environ.get("OPENAI_BASE_URL")):   # --task-model NAME
+        return LocalClient(model, dtype=getattr(torch, DEMO_DTYPE), **_local_options(options))
     claude = (model or "").lower().startswith("claude")
     if claude and base_url is None and (api_key or os.environ.get("ANTHROPIC_API_KEY")):
         anthropic_options = _drop(options, "system_message", "reasoning_model", "stream", "seed")

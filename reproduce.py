@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from report import write_json_atomically
+from report import ResultsFile, total_tokens, write_json_atomically
 
 ROOT = Path(__file__).resolve().parent
 
@@ -43,13 +43,14 @@ ROOT = Path(__file__).resolve().parent
 PRESETS = {
     "cpu": dict(seen="TODO", unseen="TODO", complexity="1", n_sft=8, n_dpo=4, n_eval=6,
                 max_tokens=256, max_turns=2, concurrency=8, branch=2, max_depth=1,
-                steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, seq_len=2048, batch_size=2),
+                steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, dpo_lr=1e-5, seq_len=2048, batch_size=2),
     # The paper's sizes (spec B.2-B.5): every task at its default level, 50 questions per seen task to synthesize,
     # the held-out 20 per task to evaluate, the loop's full budgets, Llama-3-8B trained as in B.5.
     "paper": dict(seen="seen", unseen="unseen", complexity=None, n_sft=50, n_dpo=50, n_eval=20,
                   max_tokens=None, max_turns=None, concurrency=16, branch=2, max_depth=3,
-                  steer_init=None, sft_epochs=12, dpo_epochs=1, lr=1e-5, seq_len=7024, batch_size=1),
+                  steer_init=None, sft_epochs=12, dpo_epochs=1, lr=1e-5, dpo_lr=5e-7, seq_len=7024, batch_size=1),
 }
+STEER_API_FLAGS = ("--steer-model", "--steer-base-url", "--steer-mode")
 BASELINES = ["only_question", "all_text", "all_code", "code_text_choice", "code_interpreter"]
 
 
@@ -68,8 +69,28 @@ def task_flags(spec: str) -> list[str]:
     return [flag for task in spec.split(",") for flag in ("--task", task)]
 
 
+def without_flags(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """argv without the given flags and their values (`--flag value` or `--flag=value`)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in names:
+            skip = True
+        elif not item.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(item)
+    return kept
+
+
+def relative(path: Path) -> str:
+    """A path as the commands name it: relative to the repository (the commands' working folder) where it lies
+    inside, else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def build_stages(args, passthrough: list[str]) -> list[Stage]:
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     python = [sys.executable]
     launcher = shlex.split(args.launcher) if args.launcher else python
     loop = passthrough + ["--concurrency", str(args.concurrency)]
@@ -77,55 +98,79 @@ def build_stages(args, passthrough: list[str]) -> list[Stage]:
                         ("--max-turns", args.max_turns)):
         if value is not None:
             loop += [flag, str(value)]
-    seen = task_flags(args.seen)
-    synth_common = seen + loop + ["--tokenizer", args.steer_init, "--max-len", str(args.seq_len), "--quiet"]
-    train_common = shlex.split(args.train_flags) + ["--lr", str(args.lr), "--seq-len", str(args.seq_len),
-                                                     "--batch-size", str(args.batch_size), "--save-every", "5",
+    synth = python + ["synth.py"]
+    synth_common = task_flags(args.seen) + loop + ["--tokenizer", args.steer_init, "--max-len", str(args.seq_len),
+                                                   "--quiet"]
+    train_common = shlex.split(args.train_flags) + ["--seq-len", str(args.seq_len), "--batch-size",
+                                                     str(args.batch_size), "--save-every", "5",
                                                      "--keep-checkpoints", "1", "--seed", str(args.seed)]
+    sft_data, dpo_data = out / "synth-sft" / "sft.jsonl", out / "synth-dpo" / "dpo.jsonl"
     stages = [
-        Stage("synth-sft", python + [str(ROOT / "synth.py"), "sft", *synth_common, "--n", str(args.n_sft),
-                                     "--seed", str(args.seed), "--out", str(out / "synth-sft")],
+        Stage("synth-sft", synth + ["sft", *synth_common, "--n", str(args.n_sft), "--seed", str(args.seed),
+                                    "--out", relative(out / "synth-sft")],
               out / "synth-sft", out / "synth-sft" / "summary.json"),
         # Another synthesis seed, so that the tree's questions are not the SFT questions again.
-        Stage("synth-dpo", python + [str(ROOT / "synth.py"), "dpo", *synth_common, "--n", str(args.n_dpo),
-                                     "--seed", str(args.seed + 1), "--branch", str(args.branch),
-                                     "--max-depth", str(args.max_depth), "--out", str(out / "synth-dpo")],
+        Stage("synth-dpo", synth + ["dpo", *synth_common, "--n", str(args.n_dpo), "--seed", str(args.seed + 1),
+                                    "--branch", str(args.branch), "--max-depth", str(args.max_depth),
+                                    "--out", relative(out / "synth-dpo")],
               out / "synth-dpo", out / "synth-dpo" / "summary.json"),
-        Stage("train-sft", launcher + [str(ROOT / "train_sft.py"), "--init", args.steer_init,
-                                       "--data", str(out / "synth-sft" / "sft.jsonl"), "--epochs",
-                                       str(args.sft_epochs), *train_common, "--out", str(out / "train-sft")],
+        Stage("train-sft", launcher + ["train_sft.py", "--init", args.steer_init, "--data", relative(sft_data),
+                                       "--epochs", str(args.sft_epochs), "--lr", str(args.lr), *train_common,
+                                       "--out", relative(out / "train-sft")],
               out / "train-sft", out / "train-sft" / "final" / "config.json"),
-        Stage("train-dpo", launcher + [str(ROOT / "train_dpo.py"), "--init", str(out / "train-sft" / "final"),
-                                       "--data", str(out / "synth-dpo" / "dpo.jsonl"), "--epochs",
-                                       str(args.dpo_epochs), *train_common, "--out", str(out / "train-dpo")],
+        Stage("train-dpo", launcher + ["train_dpo.py", "--init", relative(out / "train-sft" / "final"),
+                                       "--data", relative(dpo_data), "--epochs", str(args.dpo_epochs),
+                                       "--lr", str(args.dpo_lr), *train_common, "--out", relative(out / "train-dpo")],
               out / "train-dpo", out / "train-dpo" / "final" / "config.json"),
     ]
-    evaluate = python + [str(ROOT / "steer.py"), *task_flags(args.seen), *task_flags(args.unseen), *loop,
+    evaluate = python + ["steer.py", *task_flags(args.seen), *task_flags(args.unseen), *loop,
                          "--n", str(args.n_eval), "--quiet"]
-    methods = [(m, ["--method", m]) for m in BASELINES] + [
-        ("codesteer_untrained", ["--method", "codesteer"]),
-        ("codesteer_sft", ["--method", "codesteer", "--steer-ckpt", str(out / "train-sft" / "final")]),
-        ("codesteer_dpo", ["--method", "codesteer", "--steer-ckpt", str(out / "train-dpo" / "final")])]
+    # The trained steerers run in-process: the flags that name an API steerer (the teacher) are not theirs.
+    trained = without_flags(evaluate, STEER_API_FLAGS)
+    methods = [(m, evaluate + ["--method", m]) for m in BASELINES] + [
+        ("codesteer_untrained", evaluate + ["--method", "codesteer"]),
+        ("codesteer_sft", trained + ["--method", "codesteer", "--steer-ckpt",
+                                     relative(out / "train-sft" / "final")]),
+        ("codesteer_dpo", trained + ["--method", "codesteer", "--steer-ckpt",
+                                     relative(out / "train-dpo" / "final")])]
     for seed in args.eval_seeds:
         suffix = "" if seed == args.eval_seeds[0] else f"-seed{seed}"
-        for label, flags in methods:
+        for label, command in methods:
             folder = out / "eval" / f"{label}{suffix}"
-            stages.append(Stage(f"eval-{label}{suffix}", evaluate + flags + ["--seed", str(seed), "--out",
-                                                                            str(folder)],
+            stages.append(Stage(f"eval-{label}{suffix}", command + ["--seed", str(seed), "--out", relative(folder)],
                                 folder, folder / "summary.json"))
     return stages
 
 
-def run_stage(stage: Stage, log_dir: Path) -> float:
-    """Run (or resume) one stage's command, its output appended to OUT/logs/NAME.log; the wall seconds."""
+def shown(command: list[str]) -> str:
+    """A command as a person would type it in the repository."""
+    return shlex.join(["python" if word == sys.executable else word for word in command])
+
+
+def count_rows(path: Path) -> int:
+    return sum(1 for line in open(path) if line.strip()) if path.is_file() else 0
+
+
+def training_command(stage: Stage) -> list[str]:
+    """A training stage's command as it can run now: a batch no larger than the data synthesized (a small synthesis
+    may keep fewer rows than --batch-size), and --resume where a checkpoint was left."""
     command = list(stage.argv)
-    if stage.name.startswith("train-") and (stage.folder / "checkpoints" / "latest").is_file():
+    rows = count_rows(ROOT / command[command.index("--data") + 1])
+    at = command.index("--batch-size") + 1
+    command[at] = str(max(1, min(int(command[at]), rows)))
+    if (stage.folder / "checkpoints" / "latest").is_file():
         command.append("--resume")
+    return command
+
+
+def run_stage(stage: Stage, log_dir: Path) -> tuple[float, list[str]]:
+    """Run (or resume) one stage's command, its output appended to OUT/logs/NAME.log: (wall seconds, command)."""
+    command = training_command(stage) if stage.name.startswith("train-") else stage.argv
     log_path = log_dir / f"{stage.name}.log"
-    print(f"[{time.strftime('%H:%M:%S')}] {stage.name}: {shlex.join(command)}\n    log: {log_path}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {stage.name}: {shown(command)}\n    log: {log_path}", flush=True)
     start = time.time()
     with open(log_path, "a") as log:
-        log.write(f"\n$ {shlex.join(command)}\n")
+        log.write(f"\n$ {shown(command)}\n")
         log.flush()
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     # steer.py exits 1 when some samples erred but the run finished (its summary exists): the table counts them.
@@ -133,7 +178,7 @@ def run_stage(stage: Stage, log_dir: Path) -> float:
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
         raise SystemExit(f"stage {stage.name} failed with exit code {code}; the end of {log_path}:\n{tail}"
                          f"fix the cause and rerun the same command: finished stages are kept")
-    return time.time() - start
+    return time.time() - start, command
 
 
 def check_data(stage: Stage):
@@ -142,8 +187,7 @@ def check_data(stage: Stage):
     if name is None:
         return
     path = stage.folder / name
-    rows = sum(1 for line in open(path) if line.strip()) if path.is_file() else 0
-    if rows == 0:
+    if count_rows(path) == 0:
         summary = json.loads((stage.folder / "summary.json").read_text())
         raise SystemExit(f"{stage.name} produced no training rows ({path}); its summary: "
                          f"{json.dumps(summary.get('total', summary))[:400]}. The TaskLLM never (or always) "
@@ -165,9 +209,10 @@ def main(argv: list[str] | None = None):
     for stage in stages:
         if stage.name in finished and stage.done.exists():
             continue
-        seconds = finished.get(stage.name, {}).get("seconds", 0.0) + run_stage(stage, out / "logs")
+        seconds, command = run_stage(stage, out / "logs")
+        seconds += finished.get(stage.name, {}).get("seconds", 0.0)   # time spent before a kill counts too
         check_data(stage)
-        finished[stage.name] = dict(command=shlex.join(stage.argv), seconds=round(seconds, 1),
+        finished[stage.name] = dict(command=shown(command), seconds=round(seconds, 1),
                                     finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json_atomically(stages_path, finished)
         print(f"    finished in {seconds / 60:.1f} min", flush=True)
@@ -175,36 +220,67 @@ def main(argv: list[str] | None = None):
 
 
 def write_report(out: Path, stages: list[Stage], finished: dict):
-    """OUT/RESULTS.md from the finished stages: the table, figures, sizes, times and commands."""
+    """OUT/RESULTS.md from the finished stages: the compare table and figures, per-method statistics, data sizes,
+    training, and each stage's wall time and command."""
     evals = [s.folder for s in stages if s.name.startswith("eval-")]
-    compare = [sys.executable, str(ROOT / "steer.py"), "compare", *map(str, evals), "--plots",
-               str(out / "figures"), "--training", str(out / "train-sft"), str(out / "train-dpo")]
-    table = subprocess.run(compare, capture_output=True, text=True, cwd=ROOT)
-    if table.returncode != 0:
-        raise SystemExit(f"steer.py compare failed: {table.stderr.strip()}")
-    print(table.stdout)
-    lines = [f"# CodeSteer reproduction: {out}", "",
-             f"{time.strftime('%Y-%m-%d')}, {machine()}", "", "## Ave. Norm. and raw scores", "", "```",
-             table.stdout.rstrip(), "```", "", "## Figures", ""]
+    compare = [sys.executable, "steer.py", "compare", *map(relative, evals), "--plots", relative(out / "figures"),
+               "--training", relative(out / "train-sft"), relative(out / "train-dpo")]
+    printed = subprocess.run(compare, capture_output=True, text=True, cwd=ROOT)
+    if printed.returncode != 0:
+        raise SystemExit(f"steer.py compare failed: {printed.stderr.strip()}")
+    table = "\n".join(line for line in printed.stdout.splitlines() if not line.startswith("plot: "))
+    print(table)
+    lines = [f"# CodeSteer reproduction: {relative(out)}", "", f"{time.strftime('%Y-%m-%d')}, {machine()}", "",
+             "## Ave. Norm. and raw scores", "", f"`{shown(compare)}`", "", "```", table, "```", "",
+             "## Per method", "", *method_table(evals), "", "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in sorted((out / "figures").glob("*.png"))]
-    lines += ["", "## Data", ""] + data_sizes(out)
-    lines += ["", "## Stages", "", "| stage | wall | command |", "| --- | --- | --- |"]
-    total = 0.0
+    lines += ["", "## Data and training", "", *data_table(out), "", "## Stages", "",
+              "| stage | wall | command |", "| --- | --- | --- |"]
     for stage in stages:
         entry = finished[stage.name]
-        total += entry["seconds"]
         lines.append(f"| {stage.name} | {entry['seconds'] / 60:.1f} min | `{entry['command']}` |")
+    total = sum(finished[stage.name]["seconds"] for stage in stages)
     lines += [f"| all | {total / 3600:.2f} h | |", ""]
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'RESULTS.md'}")
 
 
-def data_sizes(out: Path) -> list[str]:
-    rows = []
-    for name, data in (("synth-sft", "sft.jsonl"), ("synth-dpo", "dpo.jsonl")):
+def method_table(evals: list[Path]) -> list[str]:
+    """Per evaluation run: samples, mean score with its standard error over samples (how far two methods must be
+    apart before the gap means anything), turns, how often the TaskLLM's replies held code, tokens and seconds."""
+    rows = ["| method | samples | score (%) ± s.e. | errors | TaskLLM turns | replies with code | tokens/sample | "
+            "s/sample |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for folder in evals:
+        records = ResultsFile(folder / "results.jsonl").read()
+        n = len(records)
+        scores = [r["score"] for r in records]
+        mean = sum(scores) / n
+        spread = (sum((x - mean) ** 2 for x in scores) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else float("nan")
+        replies = [turn for r in records for turn in (r.get("trajectory") or {}).get("turns", [])]
+        with_code = sum(bool(turn.get("code")) for turn in replies) / len(replies) if replies else float("nan")
+        rows.append(f"| {folder.name} | {n} | {100 * mean:.1f} ± {100 * spread:.1f} | "
+                    f"{sum(bool(r['error']) for r in records)} | {sum(r['turns'] or 0 for r in records) / n:.2f} | "
+                    f"{100 * with_code:.0f}% | {sum(total_tokens(r) for r in records) / n:.0f} | "
+                    f"{sum(r['seconds'] for r in records) / n:.1f} |")
+    return rows
+
+
+def data_table(out: Path) -> list[str]:
+    rows = ["| stage | questions | trajectories | correct | rows | tokens | wall |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("synth-sft", "synth-dpo"):
         summary = json.loads((out / name / "summary.json").read_text())
-        count = sum(1 for line in open(out / name / data) if line.strip())
-        rows.append(f"- {name}: {count} rows in {data}; summary: `{json.dumps(summary.get('total', {}))}`")
+        tasks = summary["tasks"].values()
+        count = {key: sum(entry.get(key, 0) for entry in tasks) for key in ("questions", "trajectories", "correct")}
+        rows.append(f"| {name} | {count['questions']} | {count['trajectories']} | {count['correct']} | "
+                    f"{summary['rows']} | {summary['tokens']} | {summary['wall_seconds'] / 60:.1f} min |")
+    rows.append("")
+    for name in ("train-sft", "train-dpo"):
+        metrics = [json.loads(line) for line in open(out / name / "metrics.jsonl") if line.strip()]
+        last = metrics[-1]
+        extra = f", reward accuracy {last['reward_accuracy']:.2f}, margin {last['reward_margin']:.3f}" \
+            if "reward_margin" in last else ""
+        rows.append(f"- {name}: {last['step']} steps, loss {metrics[0]['loss']:.4f} -> {last['loss']:.4f}{extra}")
     return rows
 
 
@@ -244,7 +320,8 @@ def parse_args(argv):
     training.add_argument("--steer-init", help="the model to fine-tune (default: the preset's)")
     training.add_argument("--sft-epochs", type=int)
     training.add_argument("--dpo-epochs", type=int)
-    training.add_argument("--lr", type=float)
+    training.add_argument("--lr", type=float, help="SFT peak learning rate")
+    training.add_argument("--dpo-lr", type=float, help="DPO peak learning rate")
     training.add_argument("--seq-len", type=int)
     training.add_argument("--batch-size", type=int)
     training.add_argument("--seed", type=int, default=0, help="synthesis and training seed")

@@ -176,6 +176,11 @@ def test_make_client_backend_rule(monkeypatch, tmp_path):
     assert isinstance(fallback, llm.LocalClient) and fallback.ckpt == llm.DEMO_MODEL == fallback.model
     assert "OPENAI_API_KEY" in fallback.fallback_reason
     assert isinstance(llm.make_client("claude-3-5-sonnet"), llm.LocalClient)
+    named = llm.make_client("qwen2.5-coder-1.5b")   # an embedded model by name, in any role: in-process, no fallback
+    assert isinstance(named, llm.LocalClient) and named.ckpt == named.model == "qwen2.5-coder-1.5b"
+    assert named.dtype == torch.bfloat16 and not getattr(named, "fallback_reason", None)
+    served = llm.make_client("qwen2.5-coder-1.5b", base_url="http://127.0.0.1:8000/v1")   # a server of that name
+    assert isinstance(served, llm.OpenAIClient)
     local_server = llm.make_client("qwen", base_url="http://127.0.0.1:8000/v1")
     assert isinstance(local_server, llm.OpenAIClient)
     assert local_server.url == "http://127.0.0.1:8000/v1/chat/completions"
