@@ -38,12 +38,18 @@ from report import ResultsFile, total_tokens, write_json_atomically
 ROOT = Path(__file__).resolve().parent
 
 # The CPU preset, sized by measurement on a 2-core VM with Qwen2.5-Coder-0.5B (bf16) in every role but the trained
-# steerer: tasks the 0.5B solves sometimes at complexity 1 (so the teacher's trajectories and the tree's leaves are
-# not all failures), few questions, short replies and two TaskLLM turns. See RESULTS.md for the measured times.
+# steerer. A pilot of all_code at complexity 1 (4 samples per task, 256 tokens) found the tasks the 0.5B solves at
+# all: navigation 3/4, web_of_lies 1/4, new_operator 1/4, number_multiply 1/1; it scored 0/4 on game24,
+# statistical_counting, matrix_transformation, pooling, string_insertion and string_deletion_and_modification, where
+# neither the teacher's trajectories nor the tree's leaves would ever succeed. One single-call sample costs ~20 s at
+# concurrency 8, a two-turn CodeSteer sample several times that, so: few questions, two TaskLLM turns, short replies.
+# The steerer is SmolLM2-135M: an SFT step of ~1.6k tokens takes ~8 s on this CPU (BENCHMARKS.md), ~5x less than
+# the 0.5B would, and its Adam state fits beside the resident TaskLLM.
 PRESETS = {
-    "cpu": dict(seen="TODO", unseen="TODO", complexity="1", n_sft=8, n_dpo=4, n_eval=6,
-                max_tokens=256, max_turns=2, concurrency=8, branch=2, max_depth=1,
-                steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, dpo_lr=1e-5, seq_len=2048, batch_size=2),
+    "cpu": dict(seen="navigation,web_of_lies,new_operator", unseen="number_multiply,letters", complexity="1",
+                n_sft=5, n_dpo=3, n_eval=4, max_tokens=320, max_turns=2, concurrency=16, branch=2, max_depth=1,
+                steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, dpo_lr=1e-5, seq_len=2048,
+                batch_size=2),
     # The paper's sizes (spec B.2-B.5): every task at its default level, 50 questions per seen task to synthesize,
     # the held-out 20 per task to evaluate, the loop's full budgets, Llama-3-8B trained as in B.5.
     "paper": dict(seen="seen", unseen="unseen", complexity=None, n_sft=50, n_dpo=50, n_eval=20,
