@@ -32,10 +32,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from report import ResultsFile, total_tokens, write_json_atomically
 
 ROOT = Path(__file__).resolve().parent
+HEARTBEAT_S = 30   # how often a running stage's seconds are saved to OUT/stages.json
 
 # The CPU preset, sized by measurement on a 2-core VM with Qwen2.5-Coder-0.5B (bf16) in every role but the trained
 # steerer. A pilot of all_code at complexity 1 (4 samples per task, 256 tokens) found the tasks the 0.5B solves at
@@ -169,8 +171,9 @@ def training_command(stage: Stage) -> list[str]:
     return command
 
 
-def run_stage(stage: Stage, log_dir: Path) -> tuple[float, list[str]]:
-    """Run (or resume) one stage's command, its output appended to OUT/logs/NAME.log: (wall seconds, command)."""
+def run_stage(stage: Stage, log_dir: Path, heartbeat: Callable[[float], None]) -> list[str]:
+    """Run (or resume) one stage's command, its output appended to OUT/logs/NAME.log; heartbeat(seconds) is called
+    every HEARTBEAT_S while it runs, so a stage killed midway still has its time counted. Returns the command."""
     command = training_command(stage) if stage.name.startswith("train-") else stage.argv
     log_path = log_dir / f"{stage.name}.log"
     print(f"[{time.strftime('%H:%M:%S')}] {stage.name}: {shown(command)}\n    log: {log_path}", flush=True)
@@ -178,13 +181,20 @@ def run_stage(stage: Stage, log_dir: Path) -> tuple[float, list[str]]:
     with open(log_path, "a") as log:
         log.write(f"\n$ {shown(command)}\n")
         log.flush()
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        while True:
+            try:
+                code = process.wait(timeout=HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                heartbeat(time.time() - start)
+    heartbeat(time.time() - start)
     # steer.py exits 1 when some samples erred but the run finished (its summary exists): the table counts them.
     if code != 0 and not (code == 1 and stage.name.startswith("eval-") and stage.done.is_file()):
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
         raise SystemExit(f"stage {stage.name} failed with exit code {code}; the end of {log_path}:\n{tail}"
                          f"fix the cause and rerun the same command: finished stages are kept")
-    return time.time() - start, command
+    return command
 
 
 def check_data(stage: Stage):
@@ -194,10 +204,11 @@ def check_data(stage: Stage):
         return
     path = stage.folder / name
     if count_rows(path) == 0:
-        summary = json.loads((stage.folder / "summary.json").read_text())
-        raise SystemExit(f"{stage.name} produced no training rows ({path}); its summary: "
-                         f"{json.dumps(summary.get('total', summary))[:400]}. The TaskLLM never (or always) "
-                         "succeeded on these questions: raise --n-sft/--n-dpo or choose tasks it sometimes solves")
+        tasks = json.loads((stage.folder / "summary.json").read_text())["tasks"]
+        rates = ", ".join(f"{task} {entry['correct']}/{entry['trajectories']}" for task, entry in tasks.items())
+        raise SystemExit(f"{stage.name} produced no training rows ({path}); correct trajectories per task: {rates}. "
+                         "The TaskLLM never (or, for pairs, always) succeeded on these questions: raise "
+                         "--n-sft/--n-dpo or choose tasks it sometimes solves")
 
 
 def main(argv: list[str] | None = None):
@@ -213,15 +224,19 @@ def main(argv: list[str] | None = None):
         raise SystemExit(f"{out} was started with other settings ({recipe_path}); choose another --out")
     write_json_atomically(recipe_path, recipe)
     for stage in stages:
-        if stage.name in finished and stage.done.exists():
+        entry = finished.get(stage.name, {})
+        if entry.get("finished") and stage.done.exists():
             continue
-        seconds, command = run_stage(stage, out / "logs")
-        seconds += finished.get(stage.name, {}).get("seconds", 0.0)   # time spent before a kill counts too
+        earlier = entry.get("seconds", 0.0)   # time spent in runs of this stage that were killed (or undone)
+
+        def heartbeat(seconds: float, name=stage.name, earlier=earlier):
+            finished[name] = dict(finished.get(name, {}), seconds=round(earlier + seconds, 1), finished=None)
+            write_json_atomically(stages_path, finished)
+        command = run_stage(stage, out / "logs", heartbeat)
         check_data(stage)
-        finished[stage.name] = dict(command=shown(command), seconds=round(seconds, 1),
-                                    finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        finished[stage.name].update(command=shown(command), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json_atomically(stages_path, finished)
-        print(f"    finished in {seconds / 60:.1f} min", flush=True)
+        print(f"    finished in {finished[stage.name]['seconds'] / 60:.1f} min", flush=True)
     write_report(out, stages, finished)
 
 

@@ -94,15 +94,22 @@ def test_the_recipe_runs_every_stage_then_resumes_without_redoing_them(tmp_path,
                                                                           "training_curves.png"}
             assert "![score_distribution](figures/score_distribution.png)" in results
 
-        # A rerun runs no stage again; one stage undone (its summary gone, as after a kill) reruns alone and
-        # resumes from its results file.
+        # A rerun runs no stage again but the undone ones, each resuming from its results file: one whose summary is
+        # gone, and one that stages.json shows running (a kill leaves it so).
         (out / "eval" / "all_code" / "summary.json").unlink()
+        killed = json.loads((out / "stages.json").read_text())
+        killed["eval-all_text"]["finished"] = None
+        (out / "stages.json").write_text(json.dumps(killed))
         ran = []
-        real_call = reproduce.subprocess.call
-        monkeypatch.setattr(reproduce.subprocess, "call", lambda argv, **kw: ran.append(argv) or real_call(argv, **kw))
+        real_popen = reproduce.subprocess.Popen
+        monkeypatch.setattr(reproduce.subprocess, "Popen", lambda argv, **kw: ran.append(argv) or real_popen(argv, **kw))
+        monkeypatch.setattr(reproduce, "HEARTBEAT_S", 0.1)
         run_recipe(out, server, embedded_path)
-        assert len(ran) == 1 and ran[0][ran[0].index("--method") + 1] == "all_code"
+        stages_run = [argv for argv in ran if "compare" not in argv]   # subprocess.run(compare) goes through Popen
+        assert [argv[argv.index("--method") + 1] for argv in stages_run] == ["all_text", "all_code"]
         assert "0 to run" in (out / "logs" / "eval-all_code.log").read_text().split("$ ")[-1]
+        again = json.loads((out / "stages.json").read_text())["eval-all_code"]
+        assert again["seconds"] > finished["eval-all_code"]["seconds"] and again["finished"]   # both runs' time
 
         with pytest.raises(SystemExit, match="started with other settings"):
             run_recipe(out, server, embedded_path, "--n-eval", "2")
