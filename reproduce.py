@@ -12,8 +12,9 @@ its last checkpoint. So the recipe can span sessions that end every process they
 
 The stages:
   synth-sft   synth.py sft on the seen tasks (questions disjoint from the test set): TaskLLM + API-mode teacher
-  synth-dpo   synth.py dpo, the sampling tree, on other questions of the seen tasks
   train-sft   train_sft.py of the small CodeSteerLLM (--steer-init) on synth-sft/sft.jsonl
+  synth-dpo   synth.py dpo, the sampling tree, on other questions of the seen tasks, guidances sampled from the
+              SFT steerer
   train-dpo   train_dpo.py from train-sft/final on synth-dpo/dpo.jsonl
   eval-*      steer.py on held-out samples of the seen and unseen tasks, one folder per method: the five baselines,
               CodeSteer with the untrained API-mode steerer, with the SFT steerer and with the SFT+DPO steerer
@@ -49,7 +50,7 @@ HEARTBEAT_S = 30   # how often a running stage's seconds are saved to OUT/stages
 # the 0.5B would, and its Adam state fits beside the resident TaskLLM.
 PRESETS = {
     "cpu": dict(seen="navigation,web_of_lies,new_operator", unseen="number_multiply,letters", complexity="1",
-                n_sft=5, n_dpo=3, n_eval=4, max_tokens=320, max_turns=2, concurrency=16, branch=2, max_depth=1,
+                n_sft=5, n_dpo=4, n_eval=4, max_tokens=320, max_turns=2, concurrency=16, branch=3, max_depth=1,
                 steer_init="smollm2-135m", sft_epochs=3, dpo_epochs=2, lr=5e-5, dpo_lr=1e-5, seq_len=2048,
                 batch_size=2),
     # The paper's sizes (spec B.2-B.5): every task at its default level, 50 questions per seen task to synthesize,
@@ -113,22 +114,28 @@ def build_stages(args, passthrough: list[str]) -> list[Stage]:
                                                      str(args.batch_size), "--save-every", "5",
                                                      "--keep-checkpoints", "1", "--seed", str(args.seed)]
     sft_data, dpo_data = out / "synth-sft" / "sft.jsonl", out / "synth-dpo" / "dpo.jsonl"
+    sft_model = relative(out / "train-sft" / "final")
     stages = [
         Stage("synth-sft", synth + ["sft", *synth_common, "--n", str(args.n_sft), "--seed", str(args.seed),
                                     "--out", relative(out / "synth-sft")],
               out / "synth-sft", out / "synth-sft" / "summary.json"),
-        # Another synthesis seed, so that the tree's questions are not the SFT questions again.
-        Stage("synth-dpo", synth + ["dpo", *synth_common, "--n", str(args.n_dpo), "--seed", str(args.seed + 1),
-                                    "--branch", str(args.branch), "--max-depth", str(args.max_depth),
-                                    "--out", relative(out / "synth-dpo")],
-              out / "synth-dpo", out / "synth-dpo" / "summary.json"),
         Stage("train-sft", launcher + ["train_sft.py", "--init", args.steer_init, "--data", relative(sft_data),
                                        "--epochs", str(args.sft_epochs), "--lr", str(args.lr), *train_common,
                                        "--out", relative(out / "train-sft")],
               out / "train-sft", out / "train-sft" / "final" / "config.json"),
-        Stage("train-dpo", launcher + ["train_dpo.py", "--init", relative(out / "train-sft" / "final"),
-                                       "--data", relative(dpo_data), "--epochs", str(args.dpo_epochs),
-                                       "--lr", str(args.dpo_lr), *train_common, "--out", relative(out / "train-dpo")],
+        # The tree samples its alternative guidances from the SFT steerer (on-policy data for DPO, which starts from
+        # it), at another synthesis seed so that its questions are not the SFT questions again. An API teacher's
+        # alternatives differ only in its Code/Text choice, since the paraphrase of each is fixed, so a teacher that
+        # nearly always picks Code gives almost no pair.
+        Stage("synth-dpo", synth + [
+            "dpo", *without_flags(synth_common, STEER_API_FLAGS), "--steer-ckpt", sft_model, "--steer-mode", "finetuned",
+            "--n", str(args.n_dpo),
+            "--seed", str(args.seed + 1), "--branch", str(args.branch), "--max-depth", str(args.max_depth),
+            "--out", relative(out / "synth-dpo")],
+              out / "synth-dpo", out / "synth-dpo" / "summary.json"),
+        Stage("train-dpo", launcher + ["train_dpo.py", "--init", sft_model, "--data", relative(dpo_data),
+                                       "--epochs", str(args.dpo_epochs), "--lr", str(args.dpo_lr), *train_common,
+                                       "--out", relative(out / "train-dpo")],
               out / "train-dpo", out / "train-dpo" / "final" / "config.json"),
     ]
     evaluate = python + ["steer.py", *task_flags(args.seen), *task_flags(args.unseen), *loop,
@@ -137,8 +144,7 @@ def build_stages(args, passthrough: list[str]) -> list[Stage]:
     trained = without_flags(evaluate, STEER_API_FLAGS)
     methods = [(m, evaluate + ["--method", m]) for m in BASELINES] + [
         ("codesteer_untrained", evaluate + ["--method", "codesteer"]),
-        ("codesteer_sft", trained + ["--method", "codesteer", "--steer-ckpt",
-                                     relative(out / "train-sft" / "final")]),
+        ("codesteer_sft", trained + ["--method", "codesteer", "--steer-ckpt", sft_model]),
         ("codesteer_dpo", trained + ["--method", "codesteer", "--steer-ckpt",
                                      relative(out / "train-dpo" / "final")])]
     for seed in args.eval_seeds:

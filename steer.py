@@ -74,6 +74,12 @@ CHOICE_PROMPT = (
     "reasoning in plain text or by writing and running code. Decide which of the two will work better here and tell "
     "the TaskLLM which approach to take, but do not solve the task yourself. End your reply with <<<Code>>> or "
     "<<<Text>>>.\n\nThe task:\n")
+# Appended after the question (not in the original, whose input ends with the question; --variant paper drops it).
+# A question ends with its own answer format ("Reply Yes or No, ..."), and small models obey the last instruction:
+# Qwen2.5-Coder-0.5B and 1.5B answered a navigation question with <<<No>>> instead of choosing, which gives the
+# sample up; with this line the 0.5B chose on 9 of 10 questions of five tasks.
+CHOICE_REMINDER = ("\n\nDo not solve the task: say in a sentence or two whether code or text suits it better, then "
+                   "end with <<<Code>>> or <<<Text>>>.")
 
 DECISION_PROMPT = (
     "You are steering a TaskLLM towards the correct answer to a question. You will see the question, the guidance "
@@ -217,7 +223,8 @@ def execution_record(result) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Reading guidance
 
-_MARKER = re.compile(r"<<<\s*(code|text)\s*>>>", re.IGNORECASE)
+# <<<Code>>>, and "Code>>>" without its opening brackets, which small models write after CHOICE_REMINDER.
+_MARKER = re.compile(r"(?:<<<|\b)\s*(code|text)\s*>>>", re.IGNORECASE)
 _DECISIONS = {"code": "code", "text": "text", "return answer": "return_answer", "terminate": "terminate"}
 
 
@@ -285,6 +292,7 @@ class Settings:
     variant: str = "corrected"        # scorer variant (symbench)
     llm_extract: bool = True          # A.6 step 3: the helper restates answers that no <<<...>>> gives
     reuse_round0_code: bool = False   # A.6 Fidelity note: run the first reply's code when the final reply has none
+    choice_reminder: bool = True      # end the turn-0 input with CHOICE_REMINDER (the original ends with the question)
 
 
 def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Callable | None,
@@ -301,7 +309,7 @@ def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Ca
     """
     t = trajectory if trajectory is not None else Trajectory(question)
     if not t.steer_inputs_short:
-        first_input = CHOICE_PROMPT + question
+        first_input = CHOICE_PROMPT + question + (CHOICE_REMINDER if settings.choice_reminder else "")
         t.steer_inputs_short.append(first_input)
         t.steer_inputs_full.append(first_input)
     while True:
@@ -647,7 +655,8 @@ def loop_settings(args, mode: str) -> Settings:
     return Settings(mode=mode, max_turns=args.max_turns or MAX_TURNS, paraphrase=not args.no_paraphrase,
                     self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
                     itertools_fix=not (paper or args.original_itertools), variant=args.variant,
-                    llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code)
+                    llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code,
+                    choice_reminder=not paper)
 
 
 DEMO_NOTICE = """\
@@ -839,7 +848,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                          "generated ones")
     what.add_argument("--variant", choices=["corrected", "paper"], default="corrected",
                       help="paper: the original scorers and loop quirks (substring termination, round-0 code reuse, "
-                           "the itertools miss)")
+                           "the itertools miss, no choice reminder after the question)")
     models = parser.add_argument_group("models (default: gpt-4o via OPENAI_API_KEY, else the embedded "
                                        "Qwen2.5-Coder-0.5B)")
     models.add_argument("--task-model", default="gpt-4o")

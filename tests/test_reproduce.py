@@ -4,6 +4,7 @@ with one clear error. The trained steerer is the embedded SmolLM2-135M, fine-tun
 import itertools
 import json
 import threading
+import zlib
 
 import pytest
 
@@ -15,9 +16,9 @@ from fixture_server import fixture_server
 
 TASKS = {"seen": "game24", "unseen": "letters"}
 TINY = ["--seen", "game24", "--unseen", "letters", "--n-sft", "2", "--n-dpo", "2", "--n-eval", "1",
-        "--sft-epochs", "1", "--dpo-epochs", "1", "--seq-len", "1024", "--batch-size", "1", "--max-tokens", "24", "--concurrency", "1",
+        "--sft-epochs", "1", "--dpo-epochs", "1", "--seq-len", "1024", "--batch-size", "1", "--max-tokens", "24", "--concurrency", "1", "--branch", "3",
         "--no-self-check"]
-STAGES = ["synth-sft", "synth-dpo", "train-sft", "train-dpo"] + [
+STAGES = ["synth-sft", "train-sft", "synth-dpo", "train-dpo"] + [
     f"eval-{m}" for m in reproduce.BASELINES + ["codesteer_untrained", "codesteer_sft", "codesteer_dpo"]]
 
 
@@ -40,8 +41,9 @@ def known_questions() -> dict[str, tuple[symbench.Task, symbench.Sample]]:
 
 def scripted_roles(code_works: bool = True):
     """One reply function for every role, told apart by its prompt. The API CodeSteer alternates Code and Text at
-    turn 0 (so the tree's siblings differ) and then returns the answer; the TaskLLM is right when told to use Python
-    (if code_works) and wrong otherwise."""
+    turn 0 and then returns the answer. If code_works, the TaskLLM is right when told to use Python, and after half of
+    the other guidances (a checksum of the text decides: the tree samples its guidances from the barely trained
+    SmolLM2, whose text is arbitrary, and siblings must differ for a pair); else it is always wrong."""
     questions = known_questions()
     choices = itertools.cycle(["<<<Code>>>", "<<<Text>>>"])
     lock = threading.Lock()
@@ -61,7 +63,7 @@ def scripted_roles(code_works: bool = True):
         if not asked:   # each role's 1-token probe before a run
             return "ok"
         task, sample = asked[0]
-        if code_works and "python" in last.lower():
+        if code_works and ("python" in last.lower() or zlib.crc32(last.encode()) % 2 == 0):
             return f"```python\nprint('<<<{task.solve(sample)}>>>')\n```"
         return "By hand: <<<0>>>"
     return reply

@@ -83,7 +83,8 @@ def test_a_text_answer_is_steered_to_code_and_scores_one():
 
     # CodeSteer saw what the TaskLLM did not: the checker's verdict, the execution output, the complexity analysis.
     steer_requests = [r["messages"] for r in steer_server.requests]
-    assert steer_requests[0] == [{"role": "user", "content": steer.CHOICE_PROMPT + SAMPLE.question}]
+    assert steer_requests[0] == [{"role": "user", "content": steer.CHOICE_PROMPT + SAMPLE.question +
+                                  steer.CHOICE_REMINDER}]
     assert CHECK_MARKER in steer_requests[1][-1]["content"]
     assert EXEC_MARKER in steer_requests[2][-1]["content"] and "Complexity score" in steer_requests[2][-1]["content"]
     assert [m["role"] for m in steer_requests[3]] == ["user", "assistant"] * 3 + ["user"]
@@ -162,6 +163,20 @@ def test_last_block_and_choice():
     assert steer.read_choice("I pick <<< code >>>") == "code"
     assert steer.read_choice("I pick <<< code >>>", paper_rules=True) is None
     assert steer.read_choice("maybe text?") is None
+    assert steer.read_choice("Code>>>") == "code"                   # a small model's reply without its opening <<<
+    assert steer.read_choice("Either <<<Code>>> or <<<Text>>>. Text>>>") == "text"   # the last choice counts
+    assert steer.read_choice("Code>>>", paper_rules=True) is None
+    assert steer.read_choice("the Xcode>>> tool") is None and steer.read_choice("<<<No>>>") is None
+
+
+def test_the_choice_input_ends_with_the_reminder_except_under_the_paper_variant():
+    ask = steer.Settings(mode="api", max_turns=1)
+    seen = []
+    steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None, ask)
+    steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None,
+                steer.Settings(mode="api", max_turns=1, choice_reminder=False))
+    assert [m[0]["content"] for m in seen] == [steer.CHOICE_PROMPT + "Reply Yes or No." + steer.CHOICE_REMINDER,
+                                                steer.CHOICE_PROMPT + "Reply Yes or No."]
 
 
 class CountingHelper:
