@@ -114,7 +114,7 @@ def test_sft_keeps_exactly_the_successful_trajectories_and_train_sft_loads_them(
     def steer_reply(messages, seed):
         if guidances_so_far(messages) == 0:
             question = messages[0]["content"]
-            return "Searching is safer. <<<Code>>>" if any(question.endswith(q) for q in code_questions) \
+            return "Searching is safer. <<<Code>>>" if any(q in question for q in code_questions) \
                 else "Plain reasoning will do. <<<Text>>>"
         return "The answer looks right. <<<Return Answer>>>"
 
