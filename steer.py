@@ -112,7 +112,11 @@ PARAPHRASE_PROMPT = (
 BODY_REPLY = "The TaskLLM answered:\n{reply}"
 BODY_CHECK = "The checking agent reported:\n{check}"
 BODY_COMPLEXITY = "An analysis of the complexity of the TaskLLM's code:\n{summary}"
-BODY_REQUEST = "Reply with your guidance for the TaskLLM's next attempt in the form <<<guidance>>>."
+# The options again at the end, where small models look: asked only for "guidance", Qwen2.5-Coder-0.5B wrote the
+# question's own answer (<<<No>>>) as the guidance.
+BODY_REQUEST = ("Reply with your guidance for the TaskLLM's next attempt in the form <<<guidance>>>, or with "
+                "<<<Return Answer>>> if its current answer is correct, or <<<Terminate>>> if further attempts look "
+                "hopeless. Do not answer the question yourself.")
 
 EXTRACT_PROMPT = (
     "Below is a response to a task. Copy the final answer that the response gives into this form: {answer_format}\n"
