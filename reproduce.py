@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from plots import load_training
 from report import ResultsFile, total_tokens, write_json_atomically
 
 ROOT = Path(__file__).resolve().parent
@@ -302,8 +303,7 @@ def data_table(out: Path) -> list[str]:
         rows.append(f"| {name} | {count['questions']} | {count['trajectories']} | {count['correct']} | "
                     f"{summary['rows']} | {summary['tokens']} | {summary['wall_seconds'] / 60:.1f} min |")
     rows.append("")
-    for name in ("train-sft", "train-dpo"):
-        metrics = [json.loads(line) for line in open(out / name / "metrics.jsonl") if line.strip()]
+    for name, metrics in load_training([str(out / "train-sft"), str(out / "train-dpo")]).items():
         last = metrics[-1]
         extra = f", reward accuracy {last['reward_accuracy']:.2f}, margin {last['reward_margin']:.3f}" \
             if "reward_margin" in last else ""
