@@ -684,7 +684,8 @@ def evaluate(args) -> dict:
     set_cpu_threads(args.threads)
     clients, mode, used = build_clients(args)
     fallbacks = {ROLE_NAMES[name]: getattr(clients, name).fallback_reason for name in used}
-    if all(fallbacks.values()):   # every role runs the embedded model, sharing one resident copy
+    demo = all(fallbacks.values())
+    if demo:   # every role runs the embedded model, sharing one resident copy
         args.out = args.out or f"runs/demo-{args.method}"   # never the folder of a later run with real models
         print(DEMO_NOTICE.format(model=clients.task.model, n=DEMO_N, max_tokens=DEMO_MAX_TOKENS,
                                  max_turns=DEMO_MAX_TURNS, out=args.out),
@@ -734,6 +735,9 @@ def evaluate(args) -> dict:
         summary = summarize(args.method, [finished[key] for key in planned_keys if key in finished])
         write_json_atomically(out / "summary.json", {**summary, "config": config})
     print(format_summary(summary))
+    if demo and summary["n"]:   # a newcomer should see the steering itself, not only its score
+        print(f"\nThe first sample, turn by turn (python steer.py show {out} --id TASK/ID for any other):\n")
+        print(show(out))
     for path in plot_sweeps(summary, out):
         print(f"plot: {path}")
     return summary

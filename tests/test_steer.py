@@ -394,11 +394,20 @@ def test_a_rerun_with_another_configuration_is_refused_unless_appended(tmp_path,
         assert "names no configuration" in cli_error(capsys, harness_args(server.url, tmp_path / "old"))
 
 
-def test_the_no_key_demo_writes_its_own_folder_and_names_the_embedded_model(tmp_path, monkeypatch):
+def test_the_no_key_demo_writes_its_own_folder_names_the_model_and_shows_a_sample(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(llm.LocalClient, "probe", lambda self: None)   # the loop itself is not under test here
-    monkeypatch.setattr(steer, "run_all", lambda *args, **kwargs: [])
+
+    def run_all(todo, method, clients, settings, results, *args, **kwargs):   # one finished sample, as stored
+        (task, sample), = todo
+        record = {**stored_record(), "task": task.id, "id": sample.id, "complexity": sample.complexity}
+        results.path.write_text(json.dumps(record) + "\n")
+        return [record]
+    monkeypatch.setattr(steer, "run_all", run_all)
     steer.evaluate(steer.parse_args(["--quiet"]))
+    # the demo ends with its sample's steering conversation, so a newcomer sees the code run and checked
+    shown = capsys.readouterr().out
+    assert shown.index("average") < shown.index("--- turn 0") < shown.index("print(6*4)") < shown.index("final answer")
     config = json.loads((tmp_path / "runs" / "demo-codesteer" / "config.json").read_text())["config"]
     assert not (tmp_path / "runs" / "codesteer").exists()
     for role in ("task", "steer", "helper"):
@@ -668,15 +677,20 @@ def test_original_samples_from_data_dir(tmp_path):
     assert again["tasks"]["game24"]["n"] == len(set(ids)) == len(ids) == len(symbench.load_original("game24", data_dir))
 
 
-def test_show_prints_a_stored_sample_turn_by_turn_and_names_bad_inputs(tmp_path, capsys):
+def stored_record() -> dict:
+    """A finished CodeSteer record as results.jsonl holds it."""
     turn = {"prompt": "Use code.", "reply": "```python\nprint(6*4)\n```", "code": "print(6*4)",
             "execution": {"stdout": "24\n", "errors": ""}, "symbolic_summary": "Numerical computing only.",
             "check": "The answer is correct."}
-    record = {"task": "game24", "id": "q7", "method": "codesteer", "complexity": 1, "score": 1.0, "solved": True,
-              "error": None, "seconds": 1.0, "answer": "6*4 = 24", "reference": "6*4 = 24",
-              "trajectory": {"question": "Make 24 from 6 4.", "steer_outputs": ["<<<Code>>>", "<<<Return Answer>>>"],
-                             "turns": [turn], "stop_reason": "returned"},
-              "final": {"code": "print(6*4)", "answer": "6*4 = 24", "score": 1.0}}
+    return {"task": "game24", "id": "q7", "method": "codesteer", "complexity": 1, "score": 1.0, "solved": True,
+            "error": None, "seconds": 1.0, "answer": "6*4 = 24", "reference": "6*4 = 24",
+            "trajectory": {"question": "Make 24 from 6 4.", "steer_outputs": ["<<<Code>>>", "<<<Return Answer>>>"],
+                           "turns": [turn], "stop_reason": "returned"},
+            "final": {"code": "print(6*4)", "answer": "6*4 = 24", "score": 1.0}}
+
+
+def test_show_prints_a_stored_sample_turn_by_turn_and_names_bad_inputs(tmp_path, capsys):
+    record = stored_record()
     other = {**record, "id": "q8", "trajectory": {**record["trajectory"], "question": "Another question."}}
     (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(other) + "\n")
     steer.main(["show", str(tmp_path)])
