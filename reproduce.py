@@ -218,6 +218,14 @@ def check_data(stage: Stage):
                          "--n-sft/--n-dpo or choose tasks it sometimes solves")
 
 
+def extends(old: dict, new: dict) -> bool:
+    """Whether a rerun with settings `new` continues the run started with `old`: the same settings, except that more
+    evaluation seeds may follow the ones already run (a second seed for the variance, added in a later session)."""
+    seeds, old_seeds = new["eval_seeds"], old["eval_seeds"]
+    same = {k: v for k, v in old.items() if k != "eval_seeds"} == {k: v for k, v in new.items() if k != "eval_seeds"}
+    return same and seeds[:len(old_seeds)] == old_seeds
+
+
 def main(argv: list[str] | None = None):
     args, passthrough = parse_args(argv)
     out = Path(args.out)
@@ -227,8 +235,9 @@ def main(argv: list[str] | None = None):
     stages = build_stages(args, passthrough)
     recipe_path = out / "recipe.json"
     recipe = dict(argv=sys.argv[1:] if argv is None else argv, settings=vars(args), passthrough=passthrough)
-    if recipe_path.is_file() and json.loads(recipe_path.read_text())["settings"] != recipe["settings"]:
-        raise SystemExit(f"{out} was started with other settings ({recipe_path}); choose another --out")
+    if recipe_path.is_file() and not extends(json.loads(recipe_path.read_text())["settings"], recipe["settings"]):
+        raise SystemExit(f"{out} was started with other settings ({recipe_path}); choose another --out (only "
+                         "--eval-seeds may grow, keeping the seeds already run first)")
     write_json_atomically(recipe_path, recipe)
     for stage in stages:
         entry = finished.get(stage.name, {})
@@ -337,7 +346,8 @@ def parse_args(argv):
     sizes.add_argument("--n-dpo", type=int, help="questions per seen task for the DPO tree")
     sizes.add_argument("--n-eval", type=int, help="held-out test samples per task and method")
     sizes.add_argument("--eval-seeds", type=int, nargs="+", default=[0],
-                       help="evaluation seeds; each after the first adds a folder per method (variance)")
+                       help="evaluation seeds; each after the first adds a folder per method (variance). A "
+                       "finished run may be rerun with more seeds after its own")
     sizes.add_argument("--max-tokens", type=int)
     sizes.add_argument("--max-turns", type=int)
     sizes.add_argument("--concurrency", type=int)

@@ -115,6 +115,16 @@ def test_the_recipe_runs_every_stage_then_resumes_without_redoing_them(tmp_path,
 
         with pytest.raises(SystemExit, match="started with other settings"):
             run_recipe(out, server, embedded_path, "--n-eval", "2")
+        with pytest.raises(SystemExit, match="started with other settings"):   # the seed already run must stay
+            run_recipe(out, server, embedded_path, "--eval-seeds", "1")
+
+
+def test_more_evaluation_seeds_continue_a_finished_run():
+    settings = vars(reproduce.parse_args(["--eval-seeds", "0"])[0])
+    assert reproduce.extends(settings, {**settings, "eval_seeds": [0, 1]})
+    assert not reproduce.extends(settings, {**settings, "eval_seeds": [1, 0]})
+    assert not reproduce.extends({**settings, "eval_seeds": [0, 1]}, settings)
+    assert not reproduce.extends(settings, {**settings, "eval_seeds": [0, 1], "n_eval": 8})
 
 
 def test_a_synthesis_that_yields_no_rows_stops_with_the_reason(tmp_path, embedded_path):
