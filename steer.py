@@ -269,9 +269,16 @@ def read_guidance(guidance: str, paper_rules: bool = False) -> str | None:
 
 def paraphrase(instruction: str, helper: Role) -> str:
     """The turn-0 guidance of the API path: a paraphrase of P_code or P_text (B.1: the SFT target at turn 0), ending
-    in a blank line like the canned prompts, since the question is appended directly."""
+    in a blank line like the canned prompts, since the question is appended directly.
+
+    A reply that cannot be a rewrite of the instruction, empty, with a code block, or over twice its length, is
+    replaced by the instruction itself. Qwen2.5-Coder-0.5B as the helper answered P_code instead of rewriting it: a
+    ~1,450-character plan and program for some equation, which the TaskLLM then received instead of the instruction
+    (14 of 20 turn-0 guidances of a code_text_choice run, all 20 scored 0)."""
     text = helper(user(PARAPHRASE_PROMPT.format(instruction=instruction))).strip()
-    return text + "\n\n" if text else instruction
+    if not text or "```" in text or len(text) > 2 * len(instruction):
+        return instruction
+    return text + "\n\n"
 
 
 def steer_body(reply_with_feedback: str, check: str, summary: str | None) -> str:

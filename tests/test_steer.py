@@ -131,6 +131,12 @@ def test_api_mode_paraphrases_the_choice_and_reads_the_last_block():
     assert steer_server.requests[1]["temperature"] == 0.0
 
 
+@pytest.mark.parametrize("rewrite", ["", "Step 1: plan.\n```python\nprint(1)\n```", "Explain the plan. " * 200])
+def test_a_reply_that_is_no_rewrite_of_the_instruction_leaves_it_verbatim(rewrite):
+    assert steer.paraphrase(steer.CODE_PROMPT, lambda messages: rewrite) == steer.CODE_PROMPT
+    assert steer.paraphrase(steer.CODE_PROMPT, lambda messages: " Use Python. ") == "Use Python.\n\n"
+
+
 def test_api_mode_without_a_choice_gives_the_sample_up():
     with fixture_server("unused") as task_server, fixture_server("I am not sure.") as steer_server, \
             fixture_server(checker_reply) as helper_server:
