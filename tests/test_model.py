@@ -3,12 +3,15 @@ chat rendering, export; plus KV-cache and batching invariants and bad-input erro
 
 import dataclasses
 import json
+import os
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import byte_tokenizer
 
+import checkpoints
 from checkpoints import config_to_hf, load_model, load_tokenizer, save_hf
 from generate import generate, KVCache, TextStream
 from model import linear, PRESETS, rope_inv_freq, store_column_major, Transformer
@@ -381,3 +384,20 @@ def test_empty_and_overlong_prompts_are_rejected():
         generate(model, [[1] * 250], 10)
     with pytest.raises(ValueError, match="token ids"):
         generate(model, [[100_000]], 4)
+
+
+def test_a_checkpoint_digest_changes_with_any_file_of_it_and_survives_a_copy(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(bytes(10))
+    first = checkpoints.checkpoint_digest(tmp_path)
+    assert checkpoints.checkpoint_digest(tmp_path) == first and first.startswith("sha256:")
+    (tmp_path / "model.safetensors").write_bytes(bytes(11))
+    assert checkpoints.checkpoint_digest(tmp_path) != first
+    # the same files elsewhere, written later (a copy, a retraining in another session): the same checkpoint
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert checkpoints.checkpoint_digest(copy) == checkpoints.checkpoint_digest(tmp_path)
+    # too large to hash: names, sizes and dates
+    monkeypatch.setattr(checkpoints, "CONTENT_DIGEST_MAX_BYTES", 5)
+    assert checkpoints.checkpoint_digest(copy) != checkpoints.checkpoint_digest(tmp_path)

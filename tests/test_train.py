@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,6 +299,22 @@ def test_checkpoints_are_atomic_and_resume_errors_are_clear(tiny_checkpoint, tmp
 
 # ------------------------------------------------------------------------------------------
 # Real runs
+
+
+def test_dpo_reference_cache_follows_the_init_checkpoints_contents_not_its_path(tiny_checkpoint, tmp_path, capsys):
+    def run(init, out):
+        capsys.readouterr()
+        D.main(["--init", str(init), "--data", str(DATA / "dpo_small.jsonl"), *TINY_ARGS, "--no-export",
+                "--reference-cache", str(tmp_path / "refs"), "--out", str(tmp_path / out)])
+        return capsys.readouterr().out
+    assert "reference log-probs: loaded" not in run(tiny_checkpoint, "first")
+    copy = tmp_path / "copy"   # the same files elsewhere, written later: a resumed recipe on a new machine
+    shutil.copytree(tiny_checkpoint, copy)
+    for file in copy.iterdir():
+        os.utime(file, ns=(1, 1))
+    assert "reference log-probs: loaded" in run(copy, "second")
+    (copy / "notes.txt").write_text("another file: another checkpoint")
+    assert "reference log-probs: loaded" not in run(copy, "third")
 
 
 def test_dpo_reference_cache_is_reused_and_equals_a_live_reference(tiny_checkpoint, tmp_path, capsys):
