@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from embedded import known_sha256, sha256_of
-from model import ModelConfig, Transformer, store_column_major
+from model import ModelConfig, pack_for_cpu_inference, Transformer, store_column_major
 from tokenizer import ChatTokenizer, chat_format_of, tokenizer_from_gguf_vocab
 
 # ------------------------------------------------------------------------------------------
@@ -328,8 +328,9 @@ def parameter_shapes(config: ModelConfig):
 
 
 def load_model(path, device=None, dtype=None) -> Transformer:
-    """A Transformer with the weights of an HF checkpoint directory or a .gguf file.
-    dtype defaults to float32 on CPU and bfloat16 on CUDA."""
+    """A Transformer with the weights of an HF checkpoint directory or a .gguf file, for inference.
+    dtype defaults to float32 on CPU and bfloat16 on CUDA. On the CPU the weights are laid out
+    for decoding: fp32 column-major, bf16 packed for oneDNN (see model.linear)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     source = _open_checkpoint(path)  # opened once: reading a GGUF's metadata takes ~2 s
@@ -340,8 +341,10 @@ def load_model(path, device=None, dtype=None) -> Transformer:
     with torch.no_grad():
         for name, tensor in _validated_tensors(source, source.config):
             params[name].copy_(tensor)
-    if device.type == "cpu" and dtype == torch.float32:  # bf16 decodes from row-major (model.linear)
+    if device.type == "cpu" and dtype == torch.float32:
         store_column_major(model)
+    elif device.type == "cpu" and dtype == torch.bfloat16:
+        pack_for_cpu_inference(model)
     return model.eval()
 
 
@@ -350,10 +353,12 @@ def load_model(path, device=None, dtype=None) -> Transformer:
 
 
 def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """The model's weights under HF Llama names, fused parameters split back (views, no copy)."""
+    """The model's weights under HF Llama names, fused parameters split back (views, no copy,
+    except for weights packed for CPU inference, which are unpacked)."""
     state = {}
     for ours, sources in checkpoint_names(model.config, _HF_NAMES).items():
         weight = model.get_parameter(ours)
+        weight = weight.to_dense() if weight.is_mkldnn else weight
         parts = weight.split(split_sizes(model.config, ours), dim=0) if len(sources) > 1 else [weight]
         state.update(zip(sources, parts))
     return state

@@ -110,17 +110,22 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x @ weight.T + bias, as F.linear, with faster paths for decoding on a multi-core CPU.
 
     torch's CPU kernel for a few rows times a matrix runs on one thread (~24 GB/s here), far
-    below what all cores can stream from memory, and its bf16 kernel is slower still. So, for
-    few rows, outside autograd:
-    - fp32 weights stored column-major (see `store_column_major`): the input dimension is cut
-      into one slice per thread and the slices go through one bmm, which spreads its batch over
-      the threads; the partial products are then summed. On the 2-core CPU a one-row product
-      reads its weight 1.4-1.9x faster than F.linear on the same layout
-      (`bench/bench_model.py --matvec`). Only the summation order differs from F.linear.
-    - bf16 weights (row-major), one or two rows: one inductor-generated kernel (`_rowwise_dot`)
-      that reads each weight row once, for every row of x, and accumulates in fp32: a one-row
-      product reads its weight ~1.6x faster than the bf16 F.linear (BENCHMARKS.md).
+    below what all cores can stream from memory, and its bf16 kernel is slower still. So:
+    - bf16 weights packed by `pack_for_cpu_inference` (oneDNN's blocked layout): oneDNN's own
+      product, which reads a packed weight at ~50 GB/s for one row here (the bf16 dot-product
+      instructions, no conversion), against ~26 GB/s for the kernel below; and faster for many
+      rows too (BENCHMARKS.md).
+    - fp32 weights stored column-major (see `store_column_major`), few rows, outside autograd:
+      the input dimension is cut into one slice per thread and the slices go through one bmm,
+      which spreads its batch over the threads; the partial products are then summed. On the
+      2-core CPU a one-row product reads its weight 1.4-1.9x faster than F.linear on the same
+      layout (`bench/bench_model.py --matvec`). Only the summation order differs from F.linear.
+    - bf16 weights (row-major, unpacked), one or two rows: one inductor-generated kernel
+      (`_rowwise_dot`) that reads each weight row once, for every row of x, and accumulates in
+      fp32: a one-row product reads its weight ~1.6x faster than the bf16 F.linear.
     Under torch.compile (which cannot trace get_num_threads) it is F.linear."""
+    if weight.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     threads = torch.get_num_threads() if eager_cpu else 1
     rows = x.numel() // x.shape[-1]
@@ -235,7 +240,7 @@ class FeedForward(nn.Module):
         self.w2 = Linear(config.intermediate_size, config.dim)
 
     def forward(self, x):
-        if x.device.type == "cpu" and x.numel() // x.shape[-1] > _SPLIT_K_MAX_ROWS:
+        if x.device.type == "cpu" and x.numel() // x.shape[-1] > _SPLIT_K_MAX_ROWS and not self.w13.weight.is_mkldnn:
             # MKL multiplies many rows by the two halves faster than by the fused matrix
             # (batch-8 prefill of the embedded model: 5.6 -> 5.3 s).
             gate, up = (linear(x, w) for w in self.w13.weight.chunk(2))
@@ -324,3 +329,30 @@ def store_column_major(model: nn.Module):
                                          requires_grad=module.weight.requires_grad)
 
 
+def pack_for_cpu_inference(model: nn.Module) -> int:
+    """Replace every bf16 nn.Linear weight on the CPU by oneDNN's packed copy of it, for `linear`'s
+    fastest path; returns how many were packed. For inference only: a packed weight has no
+    storage of its own (no deepcopy, no dtype cast; `to_dense()` gives it back exactly, which
+    is what `checkpoints.hf_state_dict` does). Where oneDNN cannot multiply bf16 (no oneDNN in
+    this torch build, or a CPU it does not support), nothing is packed and decoding takes the
+    kernels above."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.device.type == "cpu"
+               and m.weight.dtype == torch.bfloat16 and not m.weight.is_mkldnn]
+    if not linears or not _onednn_bf16_works():
+        return 0
+    for module in linears:
+        packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().contiguous(), 1)  # laid out for 1 row
+        module.weight = nn.Parameter(packed, requires_grad=False)
+    return len(linears)
+
+
+@functools.cache
+def _onednn_bf16_works() -> bool:
+    try:
+        weight = torch.randn(24, 40).bfloat16()
+        x = torch.randn(3, 40).bfloat16()
+        got = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(weight, 1), None,
+                                                 "none", [], "")
+        return torch.allclose(got.float(), x.float() @ weight.float().t(), atol=0.1, rtol=0.02)
+    except (RuntimeError, AttributeError):
+        return False

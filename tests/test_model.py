@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import byte_tokenizer
 
 import checkpoints
-from checkpoints import config_to_hf, load_model, load_tokenizer, save_hf
+from checkpoints import config_to_hf, hf_state_dict, load_model, load_tokenizer, save_hf
 from generate import generate, KVCache, TextStream
 from model import linear, PRESETS, rope_inv_freq, store_column_major, Transformer
 
@@ -146,6 +146,41 @@ def test_bf16_decode_linear_matches_an_fp32_product_for_every_shape_and_row_coun
                 assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
                 # bf16 rounding of the output only (fp32 accumulation); rows > 2 take the bf16 GEMM
                 torch.testing.assert_close(got.double(), reference, atol=0.02, rtol=0.01)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "tied"])
+def test_bf16_weights_packed_for_onednn_give_the_same_logits_and_unpack_exactly(name):
+    """pack_for_cpu_inference (what load_model does for bf16 on the CPU): the same logits as the unpacked bf16
+    model for one row, two, several and a prefill past the split-K threshold, with and without q/k/v biases and a
+    tied head (the embedding table stays unpacked); hf_state_dict gives back the exact weights."""
+    import model as M
+    if not M._onednn_bf16_works():
+        pytest.skip("this torch build or CPU has no oneDNN bf16 product")
+    config = TINY_CONFIGS[name]
+    dense = random_model(config).bfloat16()
+    packed = random_model(config).bfloat16()
+    linears = sum(isinstance(m, torch.nn.Linear) for m in packed.modules())
+    assert M.pack_for_cpu_inference(packed) == linears and M.pack_for_cpu_inference(packed) == 0  # once
+    assert packed.layers[0].feed_forward.w13.weight.is_mkldnn and not packed.tok_embeddings.weight.is_mkldnn
+    with torch.inference_mode():
+        for batch, length in [(1, 1), (2, 1), (5, 1), (1, 40)]:
+            tokens = torch.randint(0, config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(1))
+            reference = random_model(config)(tokens)   # fp32
+            got, unpacked = packed(tokens).float(), dense(tokens).float()
+            # bf16 rounding through the layers (up to ~0.8 on logits of ~9 here): packed is no farther from fp32
+            # than the unpacked bf16 model, and the two differ by rounding only
+            assert (got - reference).abs().max() <= 2 * (unpacked - reference).abs().max() + 0.05
+            assert (got - unpacked).abs().max() <= 0.02 * reference.abs().max()
+    for key, value in hf_state_dict(packed).items():
+        assert torch.equal(value, hf_state_dict(dense)[key]), key
+
+
+def test_without_onednn_nothing_is_packed_and_bf16_decoding_still_works(monkeypatch):
+    import model as M
+    monkeypatch.setattr(M, "_onednn_bf16_works", lambda: False)
+    model = random_model(TINY_CONFIGS["qwen2"]).bfloat16()
+    assert M.pack_for_cpu_inference(model) == 0 and not any(p.is_mkldnn for p in model.parameters())
+    assert len(generate(model, [[1, 2, 3]], 4)[0]) == 4
 
 
 def test_forward_traces_as_one_graph():
