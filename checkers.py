@@ -314,12 +314,11 @@ def _pump_until_exit(selector: selectors.BaseSelector, pid: int, deadline: float
 
 def _pump(selector: selectors.BaseSelector, deadline: float) -> bool:
     """Copy ready pipe data into each pipe's capture until the registered pidfd fires (True), nothing is left to
-    watch, or the deadline passes (False)."""
+    watch, or the deadline passes (False). Past the deadline it still looks once, without waiting: a host that was
+    suspended (SIGSTOP, a laptop's sleep) wakes up past the deadline of a child that exited in time."""
     while selector.get_map():
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        for key, _ in selector.select(remaining):
+        for key, _ in selector.select(max(remaining, 0)):
             if key.data is None:
                 return True
             chunk = os.read(key.fd, 65536)
@@ -327,6 +326,8 @@ def _pump(selector: selectors.BaseSelector, deadline: float) -> bool:
                 key.data.add(chunk)
             else:
                 selector.unregister(key.fileobj)
+        if remaining <= 0:
+            return False
     return False
 
 

@@ -271,3 +271,29 @@ def test_steer_refuses_at_start_up_without_bwrap(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("steer.py: error: bubblewrap (bwrap) is not installed") and "--unsafe-executor" in last
+
+
+def test_a_child_that_exited_in_time_is_no_timeout_when_the_host_wakes_up_past_the_deadline():
+    """A host suspended while the code ran (the parent SIGSTOPped, a laptop asleep) wakes up past the deadline: the
+    child that finished meanwhile is reported as finished, one that still runs as timed out, at once."""
+    import selectors
+
+    def pump(argv, until_exited: bool) -> tuple[bool, bytes, float]:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            if until_exited:  # exited, not reaped: its pid still names it, as in run_python
+                os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+            capture = checkers._CappedCapture(1000)
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ, capture)
+                selector.register(process.stderr, selectors.EVENT_READ, checkers._CappedCapture(1000))
+                started = time.monotonic()
+                exited = checkers._pump_until_exit(selector, process.pid, deadline=started - 5)
+                return exited, capture.data, time.monotonic() - started
+        finally:
+            process.kill()
+            process.wait()
+    exited, output, _ = pump([sys.executable, "-c", "print('finished in time')"], until_exited=True)
+    assert exited and b"finished in time" in output
+    exited, _, seconds = pump([sys.executable, "-c", "import time; time.sleep(30)"], until_exited=False)
+    assert not exited and seconds < 1
