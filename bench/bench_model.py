@@ -251,8 +251,9 @@ def main():
 
     if 1 in args.batch:
         weight_bytes = bytes_read_per_token(ours)
-        print(f"\nweights read per token {weight_bytes / 1e9:.2f} GB; batch-1 decode against the limit copy bandwidth / "
-              f"bytes, the bandwidth measured just before and after each of {max(args.repeats, 5)} decode runs")
+        print(f"\nweights read per token {weight_bytes / 1e9:.2f} GB; batch-1 decode against the limit copy "
+              f"bandwidth / bytes, the bandwidth measured just before and after each of {max(args.repeats, 5)} "
+              f"decode runs")
         prompt = torch.randint(100, config.vocab_size - 100, (args.prompt_len,), generator=generator).tolist()
         for name, (model, flags) in variants.items():
             if not name.startswith("ours"):
@@ -260,8 +261,8 @@ def main():
             shares, bandwidths, rates = paired_streaming_share(ours_runner(model, [prompt], **flags), device,
                                                                bytes_read_per_token(model), args.new_tokens,
                                                                max(args.repeats, 5))
-            print(f"  {name:<30} {statistics.median(rates):7.1f} tok/s = {100 * statistics.median(shares):5.1f}% of the "
-                  f"limit for its {next(model.parameters()).dtype} weights (median; runs {100 * min(shares):.1f}-"
+            print(f"  {name:<30} {statistics.median(rates):7.1f} tok/s = {100 * statistics.median(shares):5.1f}% of "
+                  f"the limit for its {next(model.parameters()).dtype} weights (median; runs {100 * min(shares):.1f}-"
                   f"{100 * max(shares):.1f}%, copy bandwidth {min(bandwidths) / 1e9:.1f}-{max(bandwidths) / 1e9:.1f} "
                   f"GB/s)")
 
