@@ -126,9 +126,9 @@ def known_sha256(path: Path) -> str | None:
     """The registry's sha256 of `path` if it is an embedded model's file in the cache, at its registered size
     (fetch checked it against that sha256 before moving it there), else None: what a caller would otherwise spend
     a second re-hashing the 1.5B's 1.1 GB to learn."""
-    path = Path(path)
+    path = Path(path).resolve()
     for model in REGISTRY.values():
-        if path.name == model.filename and path.parent.resolve() == cache_dir().resolve():
+        if path == cached_path(model.name).resolve():
             return model.sha256 if path.stat().st_size == model.size else None
     return None
 

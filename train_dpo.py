@@ -246,6 +246,7 @@ class DPOTask:
                     "device": run.device.type}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
+
 def main(argv=None) -> dict:
     parser = S.build_parser(__doc__, default_lr=1e-6)
     parser.add_argument("--beta", type=float, default=0.1, help="DPO temperature beta (default 0.1)")

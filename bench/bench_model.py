@@ -30,19 +30,21 @@ from generate import generate  # noqa: E402
 from model import linear, ModelConfig, PRESETS, Transformer  # noqa: E402
 
 
+def elapsed(fn) -> float:
+    """Wall seconds of one fn() call, GPU work included."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def timed(fn, repeats: int) -> float:
     """Median seconds of fn() after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(elapsed(fn) for _ in range(repeats))
 
 
 def ours_runner(model, prompts, **flags):
@@ -269,21 +271,15 @@ def main():
 
 def paired_streaming_share(run, device: str, weight_bytes: int, new_tokens: int, repeats: int):
     """Per decode run: its tokens/s over the weight-streaming limit (copy bandwidth / weight bytes), with the
-    bandwidth measured just before and just after that run. The VM's bandwidth drifts (24.7 to 34.6 GB/s within
+    bandwidth measured just before and just after that run. The VM's bandwidth drifts (24.7 to 61 GB/s within
     minutes here), so a bandwidth measured once, apart from the decode, makes the share say more about the minute
     than about the code. Returns (shares, bandwidths, tokens/s), one per run."""
-    def seconds(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
     one, many = run(1), run(new_tokens)
     many()  # warm-up
     shares, bandwidths, rates = [], [], []
     for _ in range(repeats):
         before = copy_bandwidth(device)
-        rate = (new_tokens - 1) / (seconds(many) - seconds(one))
+        rate = (new_tokens - 1) / (elapsed(many) - elapsed(one))
         bandwidth = (before + copy_bandwidth(device)) / 2
         shares.append(rate / (bandwidth / weight_bytes))
         bandwidths.append(bandwidth)
