@@ -83,6 +83,10 @@ CHOICE_PROMPT = (
 CHOICE_REMINDER = ("\n\nDo not solve the task: say in a sentence or two whether code or text suits it better, then "
                    "end with <<<Code>>> or <<<Text>>>.")
 
+# Sent once, in the same chat, when the turn-0 reply makes no choice (not in the original, which gives the sample up).
+CHOICE_FOLLOW_UP = "Which one should the TaskLLM use? Reply with only <<<Code>>> or <<<Text>>>."
+FOLLOW_UP_SEPARATOR = "\n\n[asked again for a choice]\n"   # joins the two replies in the stored CodeSteer output
+
 DECISION_PROMPT = (
     "You are steering a TaskLLM towards the correct answer to a question. You will see the question, the guidance "
     "given so far together with the TaskLLM's answers, the output of running any code it wrote, an analysis of how "
@@ -242,11 +246,18 @@ def last_block(text: str) -> str:
 
 
 def read_choice(text: str, paper_rules: bool = False) -> str | None:
-    """'code' or 'text': the turn-0 choice of an API CodeSteer, None when it made none (the sample is given up)."""
+    """'code' or 'text': the turn-0 choice of an API CodeSteer, None when it made none.
+
+    The marker the reply ends with, as CHOICE_PROMPT asks (a reply may restate both options before choosing);
+    otherwise the one option it names. A reply naming both that ends on neither made no choice: the 0.5B steerer
+    labelled two worked examples "Code >>>1+2+5*10 = 24<<< Text >>>(7-4)*11-9 = 24<<<"."""
     if paper_rules:
         return "code" if "<<<Code>>>" in text else "text" if "<<<Text>>>" in text else None
-    choices = _MARKER.findall(text)   # the last one: a reply may restate both options before choosing
-    return choices[-1].lower() if choices else None
+    markers = list(_MARKER.finditer(text))
+    if markers and not text[markers[-1].end():].strip(" \t\n.!*_`'\""):
+        return markers[-1].group(1).lower()
+    named = {marker.group(1).lower() for marker in markers}
+    return named.pop() if len(named) == 1 else None
 
 
 def read_guidance(guidance: str, paper_rules: bool = False) -> str | None:
@@ -306,6 +317,7 @@ class Settings:
     llm_extract: bool = True          # A.6 step 3: the helper restates answers that no <<<...>>> gives
     reuse_round0_code: bool = False   # A.6 Fidelity note: run the first reply's code when the final reply has none
     choice_reminder: bool = True      # end the turn-0 input with CHOICE_REMINDER (the original ends with the question)
+    choice_follow_up: bool = True     # API mode: a turn-0 reply without a choice is asked once more (the original gives up)
 
 
 def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Callable | None,
@@ -350,14 +362,19 @@ def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Ca
 
 
 def write_guidance(t: Trajectory, steer_llm: Callable, helper_llm: Callable | None, settings: Settings) -> bool:
-    """CodeSteer's next guidance for the trajectory's last input; False when an API CodeSteer makes no turn-0 choice
-    (the sample is given up). A fine-tuned CodeSteer writes the whole turn-0 instruction; an API one only chooses."""
+    """CodeSteer's next guidance for the trajectory's last input; False when an API CodeSteer makes no turn-0 choice,
+    even when asked once more (the sample is given up). A fine-tuned CodeSteer writes the whole turn-0 instruction; an API one only chooses."""
     if settings.mode == "finetuned":
         raw = steer_llm(alternate(t.steer_inputs_short, t.guidances))
         guidance = raw     # a trained CodeSteer's raw output, no <<<>>> extraction
     elif not t.guidances:
-        raw = steer_llm(alternate(t.steer_inputs_full, t.guidances))
+        chat = alternate(t.steer_inputs_full, t.guidances)
+        raw = steer_llm(chat)
         choice = read_choice(raw, settings.paper_rules)
+        if choice is None and settings.choice_follow_up:
+            follow_up = steer_llm(chat + [{"role": "assistant", "content": raw}, *user(CHOICE_FOLLOW_UP)])
+            raw += FOLLOW_UP_SEPARATOR + follow_up
+            choice = read_choice(follow_up, settings.paper_rules)
         if choice is None:
             t.steer_outputs.append(raw)
             return False
@@ -669,7 +686,7 @@ def loop_settings(args, mode: str) -> Settings:
                     self_check=not args.no_self_check, paper_rules=paper or args.substring_termination,
                     itertools_fix=not (paper or args.original_itertools), variant=args.variant,
                     llm_extract=not args.no_llm_extract, reuse_round0_code=paper or args.reuse_round0_code,
-                    choice_reminder=not paper)
+                    choice_reminder=not paper, choice_follow_up=not paper)
 
 
 DEMO_NOTICE = """\

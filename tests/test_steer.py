@@ -137,13 +137,30 @@ def test_a_reply_that_is_no_rewrite_of_the_instruction_leaves_it_verbatim(rewrit
     assert steer.paraphrase(steer.CODE_PROMPT, lambda messages: " Use Python. ") == "Use Python.\n\n"
 
 
-def test_api_mode_without_a_choice_gives_the_sample_up():
+@pytest.mark.parametrize("settings, calls", [(steer.Settings(mode="api"), 2),
+                                             (steer.Settings(mode="api", choice_follow_up=False), 1)])
+def test_api_mode_without_a_choice_even_when_asked_again_gives_the_sample_up(settings, calls):
     with fixture_server("unused") as task_server, fixture_server("I am not sure.") as steer_server, \
             fixture_server(checker_reply) as helper_server:
         record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
-                                  steer.Settings(mode="api"))
+                                  settings)
     assert record["trajectory"]["stop_reason"] == "no_choice" and record["score"] == 0.0
-    assert task_server.requests == [] and helper_server.requests == []
+    assert task_server.requests == [] and helper_server.requests == [] and len(steer_server.requests) == calls
+
+
+def test_a_turn0_reply_that_labels_both_options_is_asked_once_more_in_the_same_chat():
+    labelled = "Code >>>1+2+5*10 = 24<<< Text >>>7-4)*11-9 = 24<<<"     # the 0.5B steerer's reply in a demo
+    steer_replies = [labelled, "<<<Code>>>", "<<<Return Answer>>>"]
+    with fixture_server([f"```python\nprint('<<<{RIGHT}>>>')\n```"]) as task_server, \
+            fixture_server(steer_replies) as steer_server, fixture_server(checker_reply) as helper_server:
+        record = steer.run_sample(SAMPLE, GAME24, "codesteer", clients_for(task_server, steer_server, helper_server),
+                                  steer.Settings(mode="api", paraphrase=False))
+    follow_up = steer_server.requests[1]["messages"]
+    assert [m["role"] for m in follow_up] == ["user", "assistant", "user"]
+    assert follow_up[1]["content"] == labelled and follow_up[2]["content"] == steer.CHOICE_FOLLOW_UP
+    trajectory = record["trajectory"]
+    assert trajectory["steer_outputs"][0] == labelled + steer.FOLLOW_UP_SEPARATOR + "<<<Code>>>"
+    assert trajectory["guidances"][0] == steer.CODE_PROMPT and record["score"] == 1.0
 
 
 @pytest.mark.parametrize("guidance, corrected, paper", [
@@ -173,6 +190,10 @@ def test_last_block_and_choice():
     assert steer.read_choice("Either <<<Code>>> or <<<Text>>>. Text>>>") == "text"   # the last choice counts
     assert steer.read_choice("Code>>>", paper_rules=True) is None
     assert steer.read_choice("the Xcode>>> tool") is None and steer.read_choice("<<<No>>>") is None
+    assert steer.read_choice("Code >>>1+2+5*10 = 24<<< Text >>>(7-4)*8 = 24<<<") is None   # both, ends on neither
+    assert steer.read_choice("<<<Text>>> since <<<Code>>> would be slower") is None
+    assert steer.read_choice("<<<Code>>>, since a program can search every order.") == "code"   # the one named
+    assert steer.read_choice("<<<Code>>> or <<<Text>>>? I choose: **<<<Text>>>**.") == "text"
 
 
 def test_the_choice_input_ends_with_the_reminder_except_under_the_paper_variant():
@@ -181,7 +202,7 @@ def test_the_choice_input_ends_with_the_reminder_except_under_the_paper_variant(
     steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None, ask)
     steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None,
                 steer.Settings(mode="api", max_turns=1, choice_reminder=False))
-    assert [m[0]["content"] for m in seen] == [steer.CHOICE_PROMPT + "Reply Yes or No." + steer.CHOICE_REMINDER,
+    assert [m[0]["content"] for m in seen if len(m) == 1] == [steer.CHOICE_PROMPT + "Reply Yes or No." + steer.CHOICE_REMINDER,
                                                 steer.CHOICE_PROMPT + "Reply Yes or No."]
 
 
@@ -724,3 +745,11 @@ def test_show_prints_a_stored_sample_turn_by_turn_and_names_bad_inputs(tmp_path,
         with pytest.raises(SystemExit) as stop:
             steer.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_paper_variant_turns_every_departure_from_the_original_loop_off():
+    corrected = steer.loop_settings(steer.parse_args(["--task", "game24"]), "api")
+    paper = steer.loop_settings(steer.parse_args(["--task", "game24", "--variant", "paper"]), "api")
+    departures = ("choice_reminder", "choice_follow_up", "itertools_fix")
+    assert all(getattr(corrected, name) for name in departures) and not corrected.paper_rules
+    assert not any(getattr(paper, name) for name in departures) and paper.paper_rules and paper.reuse_round0_code
