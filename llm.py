@@ -44,7 +44,7 @@ import torch
 from checkpoints import checkpoint_digest, load_model, load_tokenizer
 from embedded import embedded_name, is_embedded, resolve_checkpoint
 from generate import generate, TextStream
-from model import linear, Transformer
+from model import linear, onednn_bf16_works, Transformer
 from tokenizer import ChatTokenizer
 
 # Spec A.1: TaskLLM and helper-LLM sampling.
@@ -63,7 +63,6 @@ REQUEST_TIMEOUT_S = 600.0
 # solves tasks by writing code (SmolLM2-135M, "embedded", serves tests). Chosen by measurement:
 # see BENCHMARKS.md.
 DEMO_MODEL = "qwen2.5-coder-0.5b"
-DEMO_DTYPE = "bfloat16"  # on the CPU: decode 1.4x and prefill 2.2x fp32, greedy tokens alike (BENCHMARKS.md)
 RETRY_STATUSES = {408, 409, 429}  # and every 5xx
 PROBE_RETRIES = 1                 # a probe tries twice at most: a misconfiguration must not take minutes to report
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with one word."}]
@@ -726,12 +725,20 @@ class _StreamedReply:
 # Choosing a backend
 
 
+def demo_dtype() -> torch.dtype:
+    """What an embedded model runs in: bf16 on a GPU or on a CPU where oneDNN multiplies bf16 (there, with the
+    weights packed, decode 1.5-1.8x and prefill 2.2x fp32 on a 2-core AVX-512 EPYC, greedy tokens alike); fp32
+    elsewhere (on an AVX2-only EPYC, bf16 prefill ran 5x slower than fp32). BENCHMARKS.md has both."""
+    return torch.bfloat16 if torch.cuda.is_available() or onednn_bf16_works() else torch.float32
+
+
+
 def make_client(model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                 ckpt=None, **options) -> LLMClient:
     """The client for a model name, endpoint or checkpoint. The first rule that applies wins:
 
     1. ckpt given ("embedded", an HF directory or a .gguf)  -> LocalClient(ckpt)
-       or model an embedded model's name, no base URL        -> LocalClient(model), in bf16 as the demo
+       or model an embedded model's name, no base URL        -> LocalClient(model), in demo_dtype()
     2. model starts with "claude", no base_url, an Anthropic key (api_key or
        $ANTHROPIC_API_KEY)                                   -> AnthropicClient
     3. a base URL (base_url or $OPENAI_BASE_URL), with or
@@ -744,14 +751,14 @@ def make_client(model: str | None = None, *, base_url: str | None = None, api_ke
     if ckpt is not None:
         return LocalClient(ckpt, name=model, **_local_options(options))
     if model and is_embedded(model) and not (base_url or os.environ.get("OPENAI_BASE_URL")):   # --task-model NAME
-        return LocalClient(model, dtype=getattr(torch, DEMO_DTYPE), **_local_options(options))
+        return LocalClient(model, dtype=demo_dtype(), **_local_options(options))
     claude = (model or "").lower().startswith("claude")
     if claude and base_url is None and (api_key or os.environ.get("ANTHROPIC_API_KEY")):
         anthropic_options = _drop(options, "system_message", "reasoning_model", "stream", "seed")
         return AnthropicClient(model, api_key=api_key, **anthropic_options)
     if base_url or os.environ.get("OPENAI_BASE_URL") or (not claude and (api_key or os.environ.get("OPENAI_API_KEY"))):
         return OpenAIClient(model or "gpt-4o", base_url=base_url, api_key=api_key, **options)
-    client = LocalClient(DEMO_MODEL, dtype=getattr(torch, DEMO_DTYPE), **_local_options(options))
+    client = LocalClient(DEMO_MODEL, dtype=demo_dtype(), **_local_options(options))
     wanted = "ANTHROPIC_API_KEY" if claude else "OPENAI_API_KEY or OPENAI_BASE_URL"
     client.fallback_reason = (f"no {wanted} is set, so {model or 'the LLM'} is replaced by the embedded "
                               f"{client.model}")

@@ -339,7 +339,7 @@ def pack_for_cpu_inference(model: nn.Module) -> int:
     kernels above."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.device.type == "cpu"
                and m.weight.dtype == torch.bfloat16 and not m.weight.is_mkldnn]
-    if not linears or not _onednn_bf16_works():
+    if not linears or not onednn_bf16_works():
         return 0
     for module in linears:
         packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().contiguous(), 1)  # laid out for 1 row
@@ -348,7 +348,9 @@ def pack_for_cpu_inference(model: nn.Module) -> int:
 
 
 @functools.cache
-def _onednn_bf16_works() -> bool:
+def onednn_bf16_works() -> bool:
+    """Whether oneDNN multiplies bf16 on this CPU (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Without it torch's
+    bf16 products convert every element: on a 2-core AVX2-only EPYC, a 0.5B prefill ran 5x slower than in fp32."""
     try:
         weight = torch.randn(24, 40).bfloat16()
         x = torch.randn(3, 40).bfloat16()

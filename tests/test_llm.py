@@ -170,6 +170,14 @@ def test_client_is_a_plain_chat_callable():
         assert llm.OpenAIClient("m", base_url=server.url)(QUESTION) == "```python\nprint(4)\n```"
 
 
+@pytest.mark.parametrize("cuda, onednn_bf16, dtype", [(False, True, torch.bfloat16), (False, False, torch.float32),
+                                                      (True, False, torch.bfloat16)])
+def test_embedded_models_run_in_bf16_only_where_it_is_fast(monkeypatch, cuda, onednn_bf16, dtype):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(llm, "onednn_bf16_works", lambda: onednn_bf16)
+    assert llm.demo_dtype() == dtype and llm.make_client("qwen2.5-coder-0.5b").dtype == dtype
+
+
 def test_make_client_backend_rule(monkeypatch, tmp_path):
     assert isinstance(llm.make_client("gpt-4o", ckpt=tmp_path), llm.LocalClient)
     fallback = llm.make_client("gpt-4o")
@@ -178,7 +186,7 @@ def test_make_client_backend_rule(monkeypatch, tmp_path):
     assert isinstance(llm.make_client("claude-3-5-sonnet"), llm.LocalClient)
     named = llm.make_client("qwen2.5-coder-1.5b")   # an embedded model by name, in any role: in-process, no fallback
     assert isinstance(named, llm.LocalClient) and named.ckpt == named.model == "qwen2.5-coder-1.5b"
-    assert named.dtype == torch.bfloat16 and not getattr(named, "fallback_reason", None)
+    assert named.dtype == llm.demo_dtype() and not getattr(named, "fallback_reason", None)
     served = llm.make_client("qwen2.5-coder-1.5b", base_url="http://127.0.0.1:8000/v1")   # a server of that name
     assert isinstance(served, llm.OpenAIClient)
     local_server = llm.make_client("qwen", base_url="http://127.0.0.1:8000/v1")

@@ -154,7 +154,7 @@ def test_bf16_weights_packed_for_onednn_give_the_same_logits_and_unpack_exactly(
     model for one row, two, several and a prefill past the split-K threshold, with and without q/k/v biases and a
     tied head (the embedding table stays unpacked); hf_state_dict gives back the exact weights."""
     import model as M
-    if not M._onednn_bf16_works():
+    if not M.onednn_bf16_works():
         pytest.skip("this torch build or CPU has no oneDNN bf16 product")
     config = TINY_CONFIGS[name]
     dense = random_model(config).bfloat16()
@@ -177,7 +177,7 @@ def test_bf16_weights_packed_for_onednn_give_the_same_logits_and_unpack_exactly(
 
 def test_without_onednn_nothing_is_packed_and_bf16_decoding_still_works(monkeypatch):
     import model as M
-    monkeypatch.setattr(M, "_onednn_bf16_works", lambda: False)
+    monkeypatch.setattr(M, "onednn_bf16_works", lambda: False)
     model = random_model(TINY_CONFIGS["qwen2"]).bfloat16()
     assert M.pack_for_cpu_inference(model) == 0 and not any(p.is_mkldnn for p in model.parameters())
     assert len(generate(model, [[1, 2, 3]], 4)[0]) == 4
