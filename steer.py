@@ -56,7 +56,7 @@ STEER_MAX_TOKENS = 1024        # fine-tuned CodeSteer's max_new_tokens
 FINETUNED_STEER_SAMPLING = dict(temperature=0.95, top_p=0.7, top_k=50)   # LLaMA-Factory's defaults at test time
 GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
 
-# Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core CPU writes ~14 tokens/s, and one CodeSteer turn is
+# Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core AVX-512 CPU writes ~14 tokens/s, and one CodeSteer turn is
 # a TaskLLM answer, a guidance and 1-15 checker calls: 2 turns took 1m58s, 3 turns 3m30s (BENCHMARKS.md). With 128
 # tokens the TaskLLM, told to explain its plan first, ran out before its code block; with 256 it writes the code, which
 # is run and checked, in 1m46s.
