@@ -732,7 +732,6 @@ def demo_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() or onednn_bf16_works() else torch.float32
 
 
-
 def make_client(model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                 ckpt=None, **options) -> LLMClient:
     """The client for a model name, endpoint or checkpoint. The first rule that applies wins:

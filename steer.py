@@ -56,10 +56,10 @@ STEER_MAX_TOKENS = 1024        # fine-tuned CodeSteer's max_new_tokens
 FINETUNED_STEER_SAMPLING = dict(temperature=0.95, top_p=0.7, top_k=50)   # LLaMA-Factory's defaults at test time
 GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
 
-# Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core AVX-512 CPU writes ~14 tokens/s, and one CodeSteer turn is
-# a TaskLLM answer, a guidance and 1-15 checker calls: 2 turns took 1m58s, 3 turns 3m30s (BENCHMARKS.md). With 128
-# tokens the TaskLLM, told to explain its plan first, ran out before its code block; with 256 it writes the code, which
-# is run and checked, in 1m46s.
+# Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core AVX-512 CPU writes ~14 tokens/s, and one CodeSteer
+# turn is a TaskLLM answer, a guidance and 1-15 checker calls: 2 turns took 1m58s, 3 turns 3m30s (BENCHMARKS.md). With
+# 128 tokens the TaskLLM, told to explain its plan first, ran out before its code block; with 256 it writes the code,
+# which is run and checked, in 1m46s (4m46s in fp32 on an AVX2-only CPU).
 DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 256, 2
 
 SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code output if the reply had code, else its text
@@ -317,7 +317,7 @@ class Settings:
     llm_extract: bool = True          # A.6 step 3: the helper restates answers that no <<<...>>> gives
     reuse_round0_code: bool = False   # A.6 Fidelity note: run the first reply's code when the final reply has none
     choice_reminder: bool = True      # end the turn-0 input with CHOICE_REMINDER (the original ends with the question)
-    choice_follow_up: bool = True     # API mode: a turn-0 reply without a choice is asked once more (the original gives up)
+    choice_follow_up: bool = True     # API mode: ask again when the turn-0 reply chooses none (the original gives up)
 
 
 def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Callable | None,
@@ -363,7 +363,8 @@ def steer(question: str, task_llm: Callable, steer_llm: Callable, helper_llm: Ca
 
 def write_guidance(t: Trajectory, steer_llm: Callable, helper_llm: Callable | None, settings: Settings) -> bool:
     """CodeSteer's next guidance for the trajectory's last input; False when an API CodeSteer makes no turn-0 choice,
-    even when asked once more (the sample is given up). A fine-tuned CodeSteer writes the whole turn-0 instruction; an API one only chooses."""
+    even when asked once more (the sample is given up). A fine-tuned CodeSteer writes the whole turn-0 instruction;
+    an API one only chooses."""
     if settings.mode == "finetuned":
         raw = steer_llm(alternate(t.steer_inputs_short, t.guidances))
         guidance = raw     # a trained CodeSteer's raw output, no <<<>>> extraction

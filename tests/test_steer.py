@@ -202,8 +202,9 @@ def test_the_choice_input_ends_with_the_reminder_except_under_the_paper_variant(
     steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None, ask)
     steer.steer("Reply Yes or No.", lambda m: "<<<Yes>>>", lambda m: seen.append(m) or "No", None,
                 steer.Settings(mode="api", max_turns=1, choice_reminder=False))
-    assert [m[0]["content"] for m in seen if len(m) == 1] == [steer.CHOICE_PROMPT + "Reply Yes or No." + steer.CHOICE_REMINDER,
-                                                steer.CHOICE_PROMPT + "Reply Yes or No."]
+    first_inputs = [m[0]["content"] for m in seen if len(m) == 1]   # not the follow-ups
+    assert first_inputs == [steer.CHOICE_PROMPT + "Reply Yes or No." + steer.CHOICE_REMINDER,
+                            steer.CHOICE_PROMPT + "Reply Yes or No."]
 
 
 class CountingHelper:
