@@ -432,16 +432,41 @@ def set_cpu_threads(n: int | None) -> None:
     _cpu_threads = n
 
 
-def measure_cpu_threads(repeats: int = 48, trials: int = 5) -> int:
-    """The thread count for decoding now: of 1, 2, 4, ... up to the cores that the load
-    average leaves idle, the one under which decode-shaped matrix-vector products (SmolLM2-135M's
-    MLP, through model.linear's multi-threaded path, as decoding runs them) run fastest, by the median of a few short trials (~0.1 s per candidate): a lucky
-    trial, while a busy core's other work waited, must not decide."""
-    idle = max(1, round((os.cpu_count() or 1) - os.getloadavg()[0]))
+def busy_cores_elsewhere(window_s: float = 0.3) -> float:
+    """How many cores other processes keep busy now: all CPU time spent over a short window
+    (/proc/stat) minus this process's (/proc/self/stat). Not the load average, which counts this
+    process too: just after loading a model it reads ~1.4 on an idle 2-core machine, and
+    decoding would then get one thread (measured: 256 tokens in 37 s instead of 26 s).
+    0 where /proc is missing: the timing trials alone then choose."""
+    def sample():
+        with open("/proc/stat") as f:
+            ticks = [int(n) for n in f.readline().split()[1:9]]   # user nice system idle iowait irq softirq steal
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()               # after the command name, which may hold spaces
+        return sum(ticks) - ticks[3] - ticks[4], int(own[11]) + int(own[12]), time.monotonic()   # utime + stime
+    try:
+        busy0, own0, t0 = sample()
+        time.sleep(window_s)
+        busy1, own1, t1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    return max(0.0, (busy1 - busy0 - (own1 - own0)) / ticks_per_s / (t1 - t0))
+
+
+def measure_cpu_threads(repeats: int = 8, trials: int = 5) -> int:
+    """The thread count for decoding now: of 1, 2, 4, ... up to the cores that other processes
+    leave idle, the one under which a decode-shaped matrix-vector product (one row, through
+    model.linear's multi-threaded path, as decoding runs them) runs fastest, by the median of a few
+    short trials (~0.1 s per candidate): a lucky trial, while a busy core's other work waited, must
+    not decide. The matrix (64 MB) is larger than the last-level cache, since decoding streams its
+    weights from memory: a cache-sized one (SmolLM2's MLP, 3.5 MB) chose 1 thread on an idle 2-core
+    EPYC where 2 decode the 0.5B twice as fast."""
+    idle = max(1, round((os.cpu_count() or 1) - busy_cores_elsewhere()))
     candidates = sorted({min(2 ** i, idle) for i in range(idle.bit_length() + 1)})
     if candidates == [1]:
         return 1
-    vector, weight = torch.randn(1, 576), torch.randn(576, 1536).t()   # (out, in), stored column-major
+    vector, weight = torch.randn(1, 4096), torch.randn(4096, 4096).t()   # (out, in), stored column-major
     medians = {}
     for n in candidates:
         torch.set_num_threads(n)

@@ -3,6 +3,8 @@ the local backend on the embedded model."""
 import dataclasses
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -348,6 +350,31 @@ def test_a_probe_is_one_short_call_that_fails_fast_and_is_left_out_of_usage(tmp_
     corrupt.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(llm.LLMError, match="cannot load the checkpoint .*model.gguf"):
         llm.LocalClient(corrupt).probe()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc")
+def test_busy_cores_elsewhere_counts_other_processes_not_this_one():
+    # This process's own work (a model just loaded, say) must not take a thread from decoding; the load average,
+    # which counted it, gave one thread on an idle 2-core machine.
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        assert llm.busy_cores_elsewhere() < 0.5
+    finally:
+        stop.set()
+        spinner.join()
+    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        assert llm.busy_cores_elsewhere() > 0.5
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_local_decoding_gets_its_thread_count_measured_once_or_as_set(tiny_client, monkeypatch):
