@@ -179,22 +179,27 @@ def plot_score_vs_complexity(summaries: dict[str, dict], out: Path) -> Path | No
 
 def plot_score_vs_cost(summaries: dict[str, dict], out: Path) -> Path:
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     series = cost_series(summaries)
     colors = method_colors(series)
-    figure, panels = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    # Methods often tie on score and cost alike, so a label beside each point would print over another: the
+    # colours and one legend beside the panels name them instead, and hollow markers let a hidden point show.
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for axes, (cost, label) in zip(panels, (("tokens", "tokens per sample (all roles, prompt + completion)"),
                                             ("seconds", "seconds per sample (wall time)"))):
         for method, point in series.items():
-            axes.scatter(point[cost], point["score"], s=40, color=colors[method], label=method, zorder=3)
-            axes.annotate(method, (point[cost], point["score"]), xytext=(5, 4), textcoords="offset points",
-                          fontsize="small")
+            axes.scatter(point[cost], point["score"], s=60, facecolors="none", edgecolors=colors[method],
+                         linewidths=2, label=method, zorder=3)
         costs = [point[cost] for point in series.values()]
         if min(costs) > 0 and max(costs) > 10 * min(costs):
             axes.set_xscale("log")
+            axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set(xlabel=label, title=f"Score against {cost}")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("Ave. Norm. (% of the best method's score)")
-    panels[0].legend(fontsize="small")
+    figure.legend(*panels[0].get_legend_handles_labels(), loc="outside right center", fontsize="small")
     return save(figure, out / "score_vs_cost.png")
 
 
@@ -221,7 +226,8 @@ def method_colors(methods) -> dict:
 
 
 def save(figure, path: Path) -> Path:
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:   # a figure with a legend outside its axes lays itself out
+        figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     pyplot().close(figure)
     return path
