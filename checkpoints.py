@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from embedded import known_sha256, sha256_of
+from gguf_file import F16, F32, GGUFFile
 from model import ModelConfig, pack_for_cpu_inference, Transformer, store_column_major
 from tokenizer import ChatTokenizer, chat_format_of, tokenizer_from_gguf_vocab
 
@@ -209,33 +210,31 @@ class _HFSource:
         return self._open[path].get_tensor(name)
 
 
-def _gguf_reader(path: Path):
-    """A GGUFReader, shared by the model and tokenizer loaders: parsing the header costs ~2 s
-    and the tensors are memory-mapped, so one reader per file (and version of it) is enough."""
+def _gguf_file(path: Path) -> GGUFFile:
+    """A parsed GGUF header, shared by the model and tokenizer loaders: the tensors are memory-mapped, so one per
+    file (and version of it) is enough."""
     stat = Path(path).stat()
-    return _cached_gguf_reader(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    return _cached_gguf_file(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_gguf_reader(path: str, mtime_ns: int, size: int):
-    from gguf import GGUFReader
-    return GGUFReader(path)
+def _cached_gguf_file(path: str, mtime_ns: int, size: int) -> GGUFFile:
+    return GGUFFile(path)
 
 
 class _GGUFSource:
     """Tensors of a GGUF file, dequantized to float32 on access."""
 
     def __init__(self, path: Path):
-        self.reader = _gguf_reader(path)
-        meta = {k: f.contents() for k, f in self.reader.fields.items()
-                if not k.startswith("tokenizer.ggml.")}
+        file = _gguf_file(path)
+        meta = file.metadata
         arch = meta.get("general.architecture")
         if arch not in ("llama", "qwen2"):
             raise ValueError(f"{path}: architecture {arch!r} is neither llama nor qwen2")
-        tensors = {t.name: t for t in self.reader.tensors}
+        tensors = file.tensors
         heads = int(meta[f"{arch}.attention.head_count"])
         self.config = ModelConfig(
-            vocab_size=int(meta.get(f"{arch}.vocab_size", len(self.reader.fields["tokenizer.ggml.tokens"].data))),
+            vocab_size=int(meta.get(f"{arch}.vocab_size", len(meta["tokenizer.ggml.tokens"]))),
             dim=int(meta[f"{arch}.embedding_length"]), n_layers=int(meta[f"{arch}.block_count"]),
             n_heads=heads, n_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
             intermediate_size=int(meta[f"{arch}.feed_forward_length"]),
@@ -257,11 +256,11 @@ class _GGUFSource:
         from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
         tensor = self.tensors[name]
-        shape = [int(n) for n in reversed(tensor.shape)]  # GGUF lists dims innermost first
-        if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+        shape = tensor.dims[::-1]   # GGUF lists dims innermost first
+        if tensor.ggml_type in (F32, F16):
             array = tensor.data
         else:
-            array = dequantize(tensor.data, tensor.tensor_type)
+            array = dequantize(tensor.data, GGMLQuantizationType(tensor.ggml_type))
         if array.size != tensor.n_elements:
             raise ValueError(f"{self.where}: tensor {name} holds {array.size} values, expected "
                              f"{tensor.n_elements} (a truncated or damaged file?)")
@@ -435,14 +434,13 @@ def load_tokenizer(path) -> ChatTokenizer:
         config_path = path / "tokenizer_config.json"
         template = _read_json(config_path).get("chat_template") if config_path.is_file() else None
     elif path.suffix == ".gguf":
-        fields = _gguf_reader(path).fields
-        kind = fields["tokenizer.ggml.model"].contents()
+        meta = _gguf_file(path).metadata
+        kind = meta["tokenizer.ggml.model"]
         if kind != "gpt2":
             raise ValueError(f"{path}: unsupported GGUF tokenizer model {kind!r} (supported: gpt2)")
-        tokenizer = tokenizer_from_gguf_vocab(
-            fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.token_type"].contents(),
-            fields["tokenizer.ggml.merges"].contents(), fields["tokenizer.ggml.pre"].contents(), str(path))
-        template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
+        tokenizer = tokenizer_from_gguf_vocab(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"],
+                                              meta["tokenizer.ggml.merges"], meta["tokenizer.ggml.pre"], str(path))
+        template = meta.get("tokenizer.chat_template")
     else:
         raise ValueError(f"{path}: expected an HF checkpoint directory or a .gguf file")
     if isinstance(template, list):  # some configs hold several named templates
