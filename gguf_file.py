@@ -106,9 +106,10 @@ class GGUFFile:
             except ValueError:
                 raise ValueError(f"{self.path}: tensor {name} has unknown ggml type {ggml_type}") from None
             dtype, shape = np.uint8, (n // dims[0], dims[0] // block_size * block_bytes)
-        size = math.prod(shape) * np.dtype(dtype).itemsize
-        if offset + size > len(self._buffer):
-            raise ValueError(f"{self.path}: tensor {name} ends at byte {offset + size} of a "
+        count = math.prod(shape)
+        end = offset + count * np.dtype(dtype).itemsize
+        if end > len(self._buffer):
+            raise ValueError(f"{self.path}: tensor {name} ends at byte {end} of a "
                              f"{len(self._buffer)}-byte file (a truncated file?)")
-        data = np.frombuffer(self._buffer, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+        data = np.frombuffer(self._buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
         return GGUFTensor(name, dims, ggml_type, data)
