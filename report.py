@@ -1,9 +1,9 @@
 """What an evaluation run writes and how runs are summarised: the run folder (one writer at a time, one
 configuration, named in config.json), the append-only results file (safe to kill at any moment), summary.json, the
 printed tables, a run's score-vs-complexity plots, and `steer.py compare`: the finished runs it reads (load_runs, with
-an error for a missing folder or summary, an empty run, or runs over different tasks unless --common-tasks) and the
-paper's normalised-average table across methods (spec A.6.6). Used by steer.py; the comparison's figures are in
-plots.py.
+an error for a missing folder or summary, an empty run, or runs over different tasks unless --common-tasks; A+B pools
+two runs of one configuration, e.g. two seeds) and the paper's normalised-average table across methods (spec A.6.6).
+Used by steer.py; the comparison's figures are in plots.py.
 """
 import fcntl
 import json
@@ -239,27 +239,15 @@ def normalized_averages(scores: dict[str, dict[str, float]]) -> dict[str, dict[s
 
 def load_runs(run_dirs: list[str], common_tasks: bool = False) -> dict[str, dict]:
     """{label: summary.json} of the runs `steer.py compare` compares; the label is the method, or the folder's name
-    where several runs share a method (e.g. CodeSteer with different steerers). Runs that cover different tasks stop
-    here, naming what each lacks, unless common_tasks (then compare and the figures use the tasks every run has, and
-    compare's note names the others)."""
+    where several runs share a method (e.g. CodeSteer with different steerers). An argument A+B+... pools runs of one
+    configuration over different samples (e.g. two evaluation seeds) into one column (pool_runs). Runs that cover
+    different tasks stop here, naming what each lacks, unless common_tasks (then compare and the figures use the
+    tasks every run has, and compare's note names the others)."""
     loaded = []
     for run_dir in run_dirs:
-        folder = Path(run_dir)
-        path = folder / "summary.json"
-        if not folder.is_dir():
-            raise SystemExit(f"compare: {run_dir}: no such folder")
-        if not path.is_file():
-            unfinished = ResultsFile(folder / "results.jsonl").read()   # summary.json is written when a run ends
-            why = (f"results.jsonl holds {len(unfinished)} samples of a run that has not finished: rerun it to write "
-                   "its summary" if unfinished else f"run steer.py with --out {run_dir} first")
-            raise SystemExit(f"compare: {run_dir}: no summary.json here ({why})")
-        try:
-            summary = json.loads(path.read_text())
-        except ValueError as error:
-            raise SystemExit(f"compare: {path}: not JSON ({error})") from None
-        if not sum(entry["n"] for entry in summary["tasks"].values()):
-            raise SystemExit(f"compare: {path}: the run holds no finished sample")
-        loaded.append((folder, summary))
+        parts = [run_dir] if Path(run_dir).is_dir() or "+" not in run_dir else run_dir.split("+")
+        runs = [(Path(part), load_summary(part)) for part in parts]
+        loaded.append(runs[0] if len(runs) == 1 else (runs[0][0], pool_runs(runs)))
     methods = [summary["method"] for _, summary in loaded]
     summaries = {}
     for folder, summary in loaded:
@@ -277,6 +265,52 @@ def load_runs(run_dirs: list[str], common_tasks: bool = False) -> dict[str, dict
     if not shared_tasks(summaries):
         raise SystemExit("compare: no task is common to every run")
     return summaries
+
+
+def load_summary(run_dir: str) -> dict:
+    """A finished run's summary.json, or a SystemExit that says what the folder lacks."""
+    folder = Path(run_dir)
+    path = folder / "summary.json"
+    if not folder.is_dir():
+        raise SystemExit(f"compare: {run_dir}: no such folder")
+    if not path.is_file():
+        unfinished = ResultsFile(folder / "results.jsonl").read()   # summary.json is written when a run ends
+        why = (f"results.jsonl holds {len(unfinished)} samples of a run that has not finished: rerun it to write "
+               "its summary" if unfinished else f"run steer.py with --out {run_dir} first")
+        raise SystemExit(f"compare: {run_dir}: no summary.json here ({why})")
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError as error:
+        raise SystemExit(f"compare: {path}: not JSON ({error})") from None
+    if not sum(entry["n"] for entry in summary["tasks"].values()):
+        raise SystemExit(f"compare: {path}: the run holds no finished sample")
+    return summary
+
+
+def pool_runs(runs: list[tuple[Path, dict]]) -> dict:
+    """One summary over the samples of several finished runs, as if one run had held them all. The runs must share
+    method and configuration (steer.py's seed is not part of it), hold different samples (or the pooled means would
+    count a sample twice), and each hold in results.jsonl just the samples its summary counts."""
+    names = " + ".join(str(folder) for folder, _ in runs)
+    (first, base), owners, records = runs[0], {}, []
+    for folder, summary in runs:
+        differences = config_differences(base.get("config", {"method": base["method"]}),
+                                         summary.get("config", {"method": summary["method"]}))
+        if differences:
+            raise SystemExit(f"compare: cannot pool {names}: {folder} differs from {first} "
+                             f"({'; '.join(differences[:3])})")
+        own = ResultsFile(folder / "results.jsonl").read()
+        if {t: e["n"] for t, e in summarize(summary["method"], own)["tasks"].items()} != \
+                {t: e["n"] for t, e in summary["tasks"].items()}:
+            raise SystemExit(f"compare: cannot pool {names}: {folder}/results.jsonl holds other samples than its "
+                             "summary.json counts (a run with --append?)")
+        for record in own:
+            sample = f"{record['task']}/{record['id']} (complexity {record['complexity']})"
+            if owners.setdefault(sample, folder) != folder:
+                raise SystemExit(f"compare: cannot pool {names}: both {owners[sample]} and {folder} hold {sample}")
+        records += own
+    return {**summarize(base["method"], records), "config": base.get("config"),
+            "pooled": [str(folder) for folder, _ in runs]}
 
 
 def shared_tasks(summaries: dict[str, dict]) -> list[str]:
@@ -306,6 +340,10 @@ def compare(summaries: dict[str, dict]) -> str:
     skipped = sorted(set().union(*(set(s) for s in scores.values())) - set(common))
     if skipped:
         notes.append(f"not in every run, left out: {', '.join(skipped)}")
+    pooled = [f"{label} ({len(summary['pooled'])} runs, {summary['n']} samples)"
+              for label, summary in summaries.items() if summary.get("pooled")]
+    if pooled:
+        notes.append(f"columns pooled over several runs: {', '.join(pooled)}")
     zeros = [t for t in common if max(scores[m][t] for m in methods) == 0]
     if zeros:
         notes.append(f"every method scored 0, left out of Ave. Norm.: {', '.join(zeros)}")

@@ -18,7 +18,8 @@ The stages:
   train-dpo   train_dpo.py from train-sft/final on synth-dpo/dpo.jsonl
   eval-*      steer.py on held-out samples of the seen and unseen tasks, one folder per method: the five baselines,
               CodeSteer with the untrained API-mode steerer, with the SFT steerer and with the SFT+DPO steerer
-  report      steer.py compare with figures, and OUT/RESULTS.md: the table, stage times, data sizes, commands
+  report      steer.py compare with figures (a method's evaluation seeds pooled into one column), and
+              OUT/RESULTS.md: the table, stage times, data sizes, commands
 
 Flags this script does not know go to every synth.py and steer.py command as they are (models, loop, --timeout,
 ...): see python steer.py --help.
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -260,7 +262,7 @@ def write_report(out: Path, stages: list[Stage], finished: dict):
     """OUT/RESULTS.md from the finished stages: the compare table and figures, per-method statistics, data sizes,
     training, and each stage's wall time and command."""
     evals = [s.folder for s in stages if s.name.startswith("eval-")]
-    compare = [sys.executable, "steer.py", "compare", *map(relative, evals), "--plots", relative(out / "figures"),
+    compare = [sys.executable, "steer.py", "compare", *compare_columns(evals), "--plots", relative(out / "figures"),
                "--training", relative(out / "train-sft"), relative(out / "train-dpo")]
     printed = subprocess.run(compare, capture_output=True, text=True, cwd=ROOT)
     if printed.returncode != 0:
@@ -282,24 +284,41 @@ def write_report(out: Path, stages: list[Stage], finished: dict):
     print(f"wrote {out / 'RESULTS.md'}")
 
 
+def compare_columns(evals: list[Path]) -> list[str]:
+    """steer.py compare's arguments: one column per method, pooling its evaluation seeds (FOLDER+FOLDER-seed1), so
+    that Ave. Norm. weighs every sample of a method and normalizes against the best method, not the best seed."""
+    columns: dict[str, list[str]] = {}
+    for folder in evals:
+        columns.setdefault(re.sub(r"-seed\d+$", "", folder.name), []).append(relative(folder))
+    return ["+".join(folders) for folders in columns.values()]
+
+
 def method_table(evals: list[Path]) -> list[str]:
-    """Per evaluation run: samples, mean score with its standard error over samples (how far two methods must be
-    apart before the gap means anything), turns, how often the TaskLLM's replies held code, tokens and seconds."""
+    """Per evaluation run, then per method over its pooled seeds: samples, mean score with its standard error over
+    samples (how far two methods must be apart before the gap means anything), turns, how often the TaskLLM's replies
+    held code, tokens and seconds."""
     rows = ["| method | samples | score (%) ± s.e. | errors | TaskLLM turns | replies with code | tokens/sample | "
             "s/sample |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for folder in evals:
-        records = ResultsFile(folder / "results.jsonl").read()
-        n = len(records)
-        scores = [r["score"] for r in records]
-        mean = sum(scores) / n
-        spread = (sum((x - mean) ** 2 for x in scores) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else float("nan")
-        replies = [turn for r in records for turn in (r.get("trajectory") or {}).get("turns", [])]
-        with_code = sum(bool(turn.get("code")) for turn in replies) / len(replies) if replies else float("nan")
-        rows.append(f"| {folder.name} | {n} | {100 * mean:.1f} ± {100 * spread:.1f} | "
-                    f"{sum(bool(r['error']) for r in records)} | {sum(r['turns'] or 0 for r in records) / n:.2f} | "
-                    f"{100 * with_code:.0f}% | {sum(total_tokens(r) for r in records) / n:.0f} | "
-                    f"{sum(r['seconds'] for r in records) / n:.1f} |")
+    records = {folder: ResultsFile(folder / "results.jsonl").read() for folder in evals}
+    rows += [method_row(folder.name, records[folder]) for folder in evals]
+    for column in compare_columns(evals):
+        folders = [ROOT / part for part in column.split("+")]
+        if len(folders) > 1:
+            rows.append(method_row(f"{folders[0].name}, {len(folders)} seeds",
+                                   [r for folder in folders for r in records[folder.resolve()]]))
     return rows
+
+
+def method_row(name: str, records: list[dict]) -> str:
+    n = len(records)
+    scores = [r["score"] for r in records]
+    mean = sum(scores) / n
+    spread = (sum((x - mean) ** 2 for x in scores) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else float("nan")
+    replies = [turn for r in records for turn in (r.get("trajectory") or {}).get("turns", [])]
+    with_code = sum(bool(turn.get("code")) for turn in replies) / len(replies) if replies else float("nan")
+    return (f"| {name} | {n} | {100 * mean:.1f} ± {100 * spread:.1f} | {sum(bool(r['error']) for r in records)} | "
+            f"{sum(r['turns'] or 0 for r in records) / n:.2f} | {100 * with_code:.0f}% | "
+            f"{sum(total_tokens(r) for r in records) / n:.0f} | {sum(r['seconds'] for r in records) / n:.1f} |")
 
 
 def data_table(out: Path) -> list[str]:

@@ -11,6 +11,7 @@ guidance.
     python steer.py --tasks all --data-dir dataset_gather --method all_code --out runs/all_code
     python steer.py --task game24 --task-base-url http://127.0.0.1:8000/v1 --complexity 1-5 --out runs/sweep
     python steer.py compare runs/cs runs/all_code runs/only_question    # the paper's Ave. Norm. table
+    python steer.py compare runs/cs+runs/cs-seed1 runs/all_code+runs/all_code-seed1  # two seeds pooled per column
     python steer.py compare runs/cs runs/all_code --plots runs/figures --training runs/sft runs/dpo  # and its figures
     python steer.py --help
 
@@ -957,7 +958,8 @@ def compare_command(argv: list[str]):
     parser = argparse.ArgumentParser(prog="steer.py compare", description="print the paper's Ave. Norm. table "
                                      "(spec A.6.6) of finished runs and, with --plots, draw the paper's figures")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a finished run's --out folder (its "
-                        "summary.json)")
+                        "summary.json); RUN_DIR+RUN_DIR+... pools runs of one configuration over different samples "
+                        "(e.g. evaluation seeds) into one column")
     parser.add_argument("--common-tasks", action="store_true", help="compare only the tasks every run has "
                         "(default: runs over different tasks are an error)")
     parser.add_argument("--plots", metavar="DIR", help="write score_distribution.png (Fig. 3), score_vs_complexity"

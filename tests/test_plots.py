@@ -27,9 +27,9 @@ DPO_METRICS = [{"step": 1, "loss": 0.75, "dpo_loss": 0.69, "lr": 1e-6, "reward_a
                 "chosen_reward": 0.125, "rejected_reward": -0.125}]
 
 
-def write_run(folder, method, samples) -> str:
-    records = [dict(task=task, id=f"{task}-{k}", method=method, complexity=level, score=score, solved=score == 1.0,
-                    error=None, seconds=seconds,
+def write_run(folder, method, samples, first_id=0) -> str:
+    records = [dict(task=task, id=f"{task}-{first_id + k}", method=method, complexity=level, score=score,
+                    solved=score == 1.0, error=None, seconds=seconds,
                     tokens={"task": {"prompt_tokens": tokens - 10, "completion_tokens": 10}})
                for k, (task, level, score, tokens, seconds) in enumerate(samples)]
     folder.mkdir(parents=True)
@@ -173,3 +173,44 @@ def test_runs_of_one_method_are_labelled_by_their_folders(tmp_path):
                                   write_run(tmp_path / "codesteer_dpo", "codesteer", samples),
                                   write_run(tmp_path / "all_code", "all_code", RUNS["all_code"])])
     assert list(summaries) == ["codesteer_sft", "codesteer_dpo", "all_code"]
+
+
+def test_runs_joined_by_plus_pool_into_one_column_weighted_by_samples(runs, tmp_path, capsys):
+    # all_code's second seed: 2 game24 samples at level 2 (scores 1 and 1) and 2 letters samples, other ids
+    seed1 = write_run(tmp_path / "all_code-seed1", "all_code",
+                      [("game24", 2, 1.0, 400, 8), ("game24", 2, 1.0, 400, 8), ("letters", 1, 1.0, 100, 2),
+                       ("letters", 1, 0.0, 100, 2)], first_id=10)
+    pooled = report.load_runs([runs[0], f"{runs[1]}+{seed1}", runs[2]])["all_code"]
+    game24 = pooled["tasks"]["game24"]   # (1 + 0 + 1 + 1) / 4; tokens (100 + 100 + 400 + 400) / 4
+    assert (game24["n"], game24["score"], game24["tokens"], game24["seconds"]) == (4, 0.75, 250.0, 5.0)
+    assert game24["by_complexity"] == {"1": {"score": 1.0, "n": 1}, "2": {"score": 2 / 3, "n": 3}}
+    assert pooled["tasks"]["letters"]["score"] == 0.375   # (0.5 + 0 + 1 + 0) / 4
+    assert (pooled["n"], pooled["average"]) == (8, (0.75 + 0.375) / 2)
+    assert pooled["pooled"] == [runs[1], seed1]
+    out = run_compare([runs[0], f"{runs[1]}+{seed1}", runs[2]], capsys)
+    assert "note: columns pooled over several runs: all_code (2 runs, 8 samples)\n" in out
+    header, game24_row = out.splitlines()[1:3]
+    assert header.split() == ["task", "codesteer", "all_code", "only_question"]
+    assert game24_row.split() == ["game24", "83.3", "75.0", "25.0"]
+
+    plus_in_name = write_run(tmp_path / "a+b", "all_code", RUNS["all_code"])   # an existing folder is one run
+    assert report.load_runs([plus_in_name])["all_code"]["n"] == 4
+
+
+def test_pooling_refuses_runs_that_differ_or_share_samples(runs, tmp_path, capsys):
+    same_samples = write_run(tmp_path / "again", "all_code", RUNS["all_code"])
+    other_method = write_run(tmp_path / "other", "all_text", RUNS["all_code"], first_id=10)
+    appended = write_run(tmp_path / "appended", "all_code", RUNS["all_code"], first_id=20)
+    report.ResultsFile(tmp_path / "appended" / "results.jsonl").append(
+        dict(task="game24", id="extra", method="all_code", complexity=1, score=1.0, solved=True, error=None,
+             seconds=1, tokens={}))   # a sample its summary does not count
+    cases = ((f"{runs[1]}+{same_samples}", f"both {runs[1]} and {same_samples} hold game24/game24-0 (complexity 1)"),
+             (f"{runs[1]}+{other_method}", f"{other_method} differs from {runs[1]} (method: \"all_code\" -> "
+                                           '"all_text")'),
+             (f"{runs[1]}+{appended}", f"{appended}/results.jsonl holds other samples than its summary.json counts"),
+             (f"{runs[1]}+{tmp_path / 'missing'}", "missing: no such folder"))
+    for argument, message in cases:
+        with pytest.raises(SystemExit) as stop:
+            steer.main(["compare", runs[0], argument])
+        error = capsys.readouterr().err
+        assert stop.value.code == 2 and "error: " in error and message in error, (argument, error)

@@ -119,6 +119,14 @@ def test_the_recipe_runs_every_stage_then_resumes_without_redoing_them(tmp_path,
             run_recipe(out, server, embedded_path, "--eval-seeds", "1")
 
 
+def test_the_report_pools_each_methods_seeds_into_one_column():
+    evals = [reproduce.ROOT / "runs" / "r" / "eval" / name
+             for name in ("all_code", "codesteer_sft", "all_code-seed1", "codesteer_sft-seed1", "all_code-seed2")]
+    assert reproduce.compare_columns(evals) == [
+        "runs/r/eval/all_code+runs/r/eval/all_code-seed1+runs/r/eval/all_code-seed2",
+        "runs/r/eval/codesteer_sft+runs/r/eval/codesteer_sft-seed1"]
+
+
 def test_more_evaluation_seeds_continue_a_finished_run():
     settings = vars(reproduce.parse_args(["--eval-seeds", "0"])[0])
     assert reproduce.extends(settings, {**settings, "eval_seeds": [0, 1]})
