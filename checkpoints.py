@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from embedded import known_sha256, sha256_of
-from gguf_file import F16, F32, GGUFFile
+from gguf_file import GGUFFile, dequantize
 from model import ModelConfig, pack_for_cpu_inference, Transformer, store_column_major
 from tokenizer import ChatTokenizer, chat_format_of, tokenizer_from_gguf_vocab
 
@@ -253,18 +253,8 @@ class _GGUFSource:
         return set(self.tensors)
 
     def get(self, name: str) -> torch.Tensor:
-        from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
         tensor = self.tensors[name]
-        shape = tensor.dims[::-1]   # GGUF lists dims innermost first
-        if tensor.ggml_type in (F32, F16):
-            array = tensor.data
-        else:
-            array = dequantize(tensor.data, GGMLQuantizationType(tensor.ggml_type))
-        if array.size != tensor.n_elements:
-            raise ValueError(f"{self.where}: tensor {name} holds {array.size} values, expected "
-                             f"{tensor.n_elements} (a truncated or damaged file?)")
-        weight = torch.from_numpy(array.astype("float32").reshape(shape))
+        weight = dequantize(tensor)
         if self.permuted_rope and name.endswith("attn_q.weight"):
             weight = unpermute_gguf_rope(weight, self.config.n_heads)
         elif self.permuted_rope and name.endswith("attn_k.weight"):
@@ -335,14 +325,14 @@ def load_model(path, device=None, dtype=None) -> Transformer:
     source = _open_checkpoint(path)  # opened once: reading a GGUF's metadata takes ~2 s
     with torch.device("meta"):
         model = Transformer(source.config)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)   # cast on meta: no full-size fp32 copy to convert
+    if device.type == "cpu" and dtype == torch.float32:
+        store_column_major(model, keep_values=False)   # the copy below fills them, transposing as it goes
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in _validated_tensors(source, source.config):
             params[name].copy_(tensor)
-    if device.type == "cpu" and dtype == torch.float32:
-        store_column_major(model)
-    elif device.type == "cpu" and dtype == torch.bfloat16:
+    if device.type == "cpu" and dtype == torch.bfloat16:
         pack_for_cpu_inference(model)
     return model.eval()
 

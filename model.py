@@ -317,17 +317,19 @@ class Transformer(nn.Module):
         return h if return_hidden else self.lm_head(h)
 
 
-def store_column_major(model: nn.Module):
+def store_column_major(model: nn.Module, keep_values: bool = True):
     """Keep every weight's (out, in) shape but lay its memory out as (in, out).
 
     Decoding one token multiplies a vector by each weight; torch's CPU kernel for x @ W reads
     a contiguous (in, out) matrix about 1.5x faster than nn.Linear's (out, in) layout, and
     `linear` cuts that matrix into per-thread slices without a copy (measured in BENCHMARKS.md).
-    Names, shapes and values are unchanged, so checkpoints and parity are too."""
+    Names, shapes and values are unchanged, so checkpoints and parity are too. keep_values=False
+    lays out empty weights, for a loader that copies the checkpoint in afterwards (one pass)."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight = nn.Parameter(module.weight.detach().t().contiguous().t(),
-                                         requires_grad=module.weight.requires_grad)
+            weight = module.weight.detach()
+            laid_out = weight.t().contiguous() if keep_values else weight.new_empty(weight.shape[::-1])
+            module.weight = nn.Parameter(laid_out.t(), requires_grad=module.weight.requires_grad)
 
 
 def pack_for_cpu_inference(model: nn.Module) -> int:

@@ -1,11 +1,14 @@
 """gguf_file.GGUFFile against the gguf package's reader on a real file, on a hand-built file of every value type,
-and on broken files."""
+and on broken files; gguf_file.dequantize against the gguf package's decoder and on hand-worked blocks."""
 import struct
+import sys
 
 import numpy as np
 import pytest
+import torch
 
-from gguf_file import GGUFFile
+import gguf_file
+from gguf_file import GGUFFile, GGUFTensor
 
 
 def test_the_embedded_file_reads_as_the_gguf_package_reads_it(embedded_path):
@@ -104,3 +107,92 @@ def test_a_broken_file_is_a_value_error_that_names_it(tmp_path, cut, message):
     with pytest.raises(ValueError, match=message) as error:
         GGUFFile(path)
     assert str(path) in str(error.value)
+
+
+# Dequantization. The oracle is the gguf package's numpy decoder; the hand-worked blocks do without it.
+
+def random_blocks(ggml_type: int, n: int = 64) -> np.ndarray:
+    """n random blocks of a type, with finite fp16 scales where the type keeps them."""
+    _, _, block_bytes, _ = gguf_file.BLOCK_TYPES[ggml_type]
+    blocks = np.random.default_rng(ggml_type).integers(0, 256, (n, block_bytes), dtype=np.uint8)
+    scale_at = {14: [208], 12: [0, 2], 13: [0, 2], 3: [0, 2], 7: [0, 2]}.get(ggml_type, [0])
+    for at in scale_at:
+        scales = np.random.default_rng(at).uniform(-2, 2, n).astype(np.float16)
+        blocks[:, at:at + 2] = scales.view(np.uint8).reshape(n, 2)
+    return blocks
+
+
+@pytest.mark.parametrize("ggml_type", sorted(gguf_file.BLOCK_TYPES))
+def test_every_block_type_dequantizes_as_the_gguf_package_does(ggml_type):
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize as theirs
+    blocks = random_blocks(ggml_type)
+    per_block = gguf_file.BLOCK_TYPES[ggml_type][1]
+    rows = blocks.reshape(8, -1)   # 8 rows of 8 blocks each
+    tensor = GGUFTensor("w", (8 * per_block, 8), ggml_type, rows)
+    expected = theirs(rows, gguf.GGMLQuantizationType(ggml_type)).astype(np.float32)
+    ours = gguf_file.dequantize(tensor)
+    assert ours.shape == (8, 8 * per_block) and ours.dtype == torch.float32
+    assert torch.equal(ours, torch.from_numpy(expected))   # bit for bit
+
+
+def test_the_embedded_file_dequantizes_as_the_gguf_package_does(embedded_path):
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize as theirs
+    file = GGUFFile(embedded_path)
+    for name in ("token_embd.weight", "blk.0.ffn_down.weight", "blk.0.attn_norm.weight"):   # Q8_0, Q4_1, F32
+        tensor = file.tensors[name]
+        expected = theirs(tensor.data, gguf.GGMLQuantizationType(tensor.ggml_type)).astype(np.float32)
+        assert torch.equal(gguf_file.dequantize(tensor), torch.from_numpy(expected).reshape(tensor.dims[::-1]))
+
+
+def test_hand_worked_blocks():
+    f16 = lambda value: np.array([value], dtype=np.float16).view(np.uint8)   # noqa: E731
+    # Q4_0: d = 0.5; byte j holds value j (low nibble) and j + 16 (high): 3 -> (3 - 8) * 0.5, 12 -> (12 - 8) * 0.5
+    q4_0 = np.concatenate([f16(0.5), np.full(16, 0xC3, np.uint8)])
+    assert gguf_file.dequantize(GGUFTensor("a", (32, 1), 2, q4_0[None])).tolist() == [[-2.5] * 16 + [2.0] * 16]
+    # Q5_0: as Q4_0 around 16, with value 17's fifth bit set (bit 17 of the uint32): value 17 is (0 + 16 - 16) * 2
+    q5_0 = np.concatenate([f16(2.0), np.frombuffer(struct.pack("<I", 1 << 17), np.uint8), np.zeros(16, np.uint8)])
+    assert gguf_file.dequantize(GGUFTensor("b", (32, 1), 6, q5_0[None]))[0, 15:19].tolist() == [-32, -32, 0, -32]
+    # Q4_K: d = 1, dmin = 0.5; sub-block 5's 6-bit scale is byte 9's low nibble (3) topped by byte 1's two high
+    # bits (0b01 -> 16): 19; its minimum byte 9's high nibble (2) topped by byte 5's (0b10 -> 32): 34. Sub-block 5's
+    # quants are the high nibbles of bytes 64-95 of qs (7): 1 * 19 * 7 - 0.5 * 34 = 116.
+    scales = np.zeros(12, np.uint8)
+    scales[1], scales[5], scales[9] = 0b01 << 6, 0b10 << 6, 0x23
+    q4_k = np.concatenate([f16(1.0), f16(0.5), scales, np.full(128, 0x70, np.uint8)])
+    values = gguf_file.dequantize(GGUFTensor("c", (256, 1), 12, q4_k[None]))[0]
+    assert values[160:192].tolist() == [116.0] * 32
+    # Q6_K: value 70 (first half, third quarter, l = 6) takes the high nibble of ql byte 6 and bits 4-5 of qh byte
+    # 6; its scale is number 4 (quarter 2 * 2 + 6 // 16). (15 | 3 << 4) - 32 = 31, times d 0.25 and scale -2.
+    ql, qh, sc = np.zeros(128, np.uint8), np.zeros(64, np.uint8), np.zeros(16, np.int8)
+    ql[6], qh[6], sc[4] = 0xF0, 0b11 << 4, -2
+    q6_k = np.concatenate([ql, qh, sc.view(np.uint8), f16(0.25)])
+    values = gguf_file.dequantize(GGUFTensor("d", (256, 1), 14, q6_k[None]))[0]
+    assert values[70].item() == 0.25 * -2 * 31 and values[6].item() == 0.0   # value 6: (0 | 0) - 32, scale 0
+    # BF16 is the upper half of a float32
+    bf16 = np.array([0x3FC0, 0xC000], np.uint16)   # 1.5, -2
+    assert gguf_file.dequantize(GGUFTensor("e", (2,), gguf_file.BF16, bf16)).tolist() == [1.5, -2.0]
+
+
+def test_a_type_we_do_not_decode_names_the_gguf_package(tmp_path, monkeypatch):
+    contents = hand_built()[0].replace(tensor_info("q", (32, 2), 8, 128), tensor_info("q", (256, 2), 10, 128))
+    path = tmp_path / "q2_k.gguf"
+    path.write_bytes(contents)
+    monkeypatch.setitem(sys.modules, "gguf", None)   # as if it were not installed
+    with pytest.raises(ValueError, match=r"ggml type 10, which we do not decode \(ours: Q4_0.*pip install gguf"):
+        GGUFFile(path)
+
+
+def test_rows_that_are_not_whole_blocks_are_an_error(tmp_path):
+    path = tmp_path / "ragged.gguf"
+    path.write_bytes(hand_built()[0].replace(tensor_info("q", (32, 2), 8, 128), tensor_info("q", (16, 4), 8, 128)))
+    with pytest.raises(ValueError, match="tensor q has rows of 16 values, not whole blocks of 32"):
+        GGUFFile(path)
+
+
+def test_the_embedded_model_loads_without_the_gguf_package(embedded_path, embedded, monkeypatch):
+    from checkpoints import load_model
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    model = load_model(embedded_path, device="cpu", dtype=torch.float32)
+    reference = dict(embedded[0].named_parameters())
+    assert all(torch.equal(p, reference[name]) for name, p in model.named_parameters())
