@@ -60,7 +60,7 @@ GREEDY = dict(temperature=0.0)  # TaskLLM, API CodeSteer and the helper LLM
 # Embedded demo defaults: Qwen2.5-Coder-0.5B (bf16) on a 2-core AVX-512 CPU writes ~14 tokens/s, and one CodeSteer
 # turn is a TaskLLM answer, a guidance and 1-15 checker calls: 2 turns took 1m58s, 3 turns 3m30s (BENCHMARKS.md). With
 # 128 tokens the TaskLLM, told to explain its plan first, ran out before its code block; with 256 it writes the code,
-# which is run and checked, in 1m48s (2m29s in fp32 on an AVX2-only CPU).
+# which is run and checked, in 1m26s (2m29s in fp32 on an AVX2-only CPU, before the faster GGUF load).
 DEMO_N, DEMO_MAX_TOKENS, DEMO_MAX_TURNS = 1, 256, 2
 
 SINGLE_CHAIN_TASKS = ("game24", "boxlift")  # A.6 step 4: scored on the code output if the reply had code, else its text
