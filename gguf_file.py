@@ -33,7 +33,7 @@ class GGUFTensor:
     name: str
     dims: tuple[int, ...]   # innermost first, as GGUF lists them (the reverse of torch's shape)
     ggml_type: int
-    data: np.ndarray        # float32 / float16 values, or the raw blocks as uint8 rows (rows, bytes per row)
+    data: np.ndarray        # float32 / float16 / bf16 (as uint16) values, or the blocks as uint8 (rows, row bytes)
 
     @property
     def n_elements(self) -> int:
