@@ -39,6 +39,7 @@ from typing import Callable
 
 from plots import load_training
 from report import ResultsFile, total_tokens, write_json_atomically
+from synth import TestSet, questions_in_test_set
 
 ROOT = Path(__file__).resolve().parent
 HEARTBEAT_S = 30   # how often a running stage's seconds are saved to OUT/stages.json
@@ -112,7 +113,7 @@ def build_stages(args, passthrough: list[str]) -> list[Stage]:
             loop += [flag, str(value)]
     synth = python + ["synth.py"]
     synth_common = task_flags(args.seen) + loop + ["--tokenizer", args.steer_init, "--max-len", str(args.seq_len),
-                                                   "--quiet"]
+                                                   "--test-seeds", *map(str, args.eval_seeds), "--quiet"]
     train_common = shlex.split(args.train_flags) + ["--seq-len", str(args.seq_len), "--batch-size",
                                                      str(args.batch_size), "--save-every", "5",
                                                      "--keep-checkpoints", "1", "--seed", str(args.seed)]
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None):
         entry = finished.get(stage.name, {})
         if entry.get("finished") and stage.done.exists():
             continue
+        if stage.name.startswith("eval-"):
+            check_held_out(out, args.eval_seeds)
         earlier = entry.get("seconds", 0.0)   # time spent in runs of this stage that were killed (or undone)
 
         def heartbeat(seconds: float, name=stage.name, earlier=earlier):
@@ -256,6 +259,18 @@ def main(argv: list[str] | None = None):
         write_json_atomically(stages_path, finished)
         print(f"    finished in {finished[stage.name]['seconds'] / 60:.1f} min", flush=True)
     write_report(out, stages, finished)
+
+
+def check_held_out(out: Path, eval_seeds: list[int]):
+    """Stop before an evaluation whose test samples the steerers were trained on. synth.py leaves out the test
+    samples of the evaluation seeds it was given; this catches seeds added after synthesis (--eval-seeds grown)."""
+    rows = [json.loads(line) for name in ("synth-sft/sft.jsonl", "synth-dpo/dpo.jsonl") if (out / name).is_file()
+            for line in open(out / name) if line.strip()]
+    found = questions_in_test_set(rows, TestSet([], eval_seeds))
+    if found:
+        raise SystemExit(f"the training data holds {len(found)} test questions of --eval-seeds "
+                         f"{' '.join(map(str, eval_seeds))} ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''})"
+                         ": evaluating on them would flatter the trained steerers; choose other --eval-seeds")
 
 
 def write_report(out: Path, stages: list[Stage], finished: dict):

@@ -19,8 +19,9 @@ mean of its children. Every two siblings with different scores give a row: OUT/d
 
 Every model, loop and running flag is steer.py's (python steer.py --help): the same backends, concurrency, progress
 and resume. Questions come from the generators with seeds (and, from --data-dir, files) disjoint from what steer.py
-evaluates and from the original test samples. A rerun with the same --out resumes: SFT from OUT/results.jsonl, the DPO
-tree from OUT/tree.jsonl, which gets a line per node as it is finished. OUT/summary.json holds the counts per task.
+evaluates at each --test-seeds seed (default 0) and from the original test samples. A rerun with the same --out
+resumes: SFT from OUT/results.jsonl, the DPO tree from OUT/tree.jsonl, which gets a line per node as it is finished.
+OUT/summary.json holds the counts per task.
 
 Tests and benchmark (CPU):
     python -m pytest tests/test_synth.py          # scripted servers; the embedded-model run is marked slow
@@ -49,7 +50,7 @@ from report import ResultsFile, _table, total_tokens, write_json_atomically
 ROOT = Path(__file__).resolve().parent
 REFERENCE_DIR = ROOT / "tests" / "symbench-reference" / "dataset_gather"   # the original test samples we ship
 SYNTH_SEED_BASE = 1_000_000   # generator seed = this + --seed; evaluations use small seeds (steer.py: 0)
-TEST_STREAM_N = 100           # the evaluation stream (seed 0) excluded at each level: steer.py's default n is 20
+TEST_STREAM_N = 100           # each evaluation stream excluded at each level: steer.py's default n is 20
 CORRECT_SCORE = 15            # B.4: correct after t guidances -> 15 - t, wrong -> -t
 MAX_PREFIX_TOKENS = 7000      # B.4 step 5
 MAX_LEN = 7024                # the SFT cutoff of B.5
@@ -71,11 +72,11 @@ def fingerprints(sample: symbench.Sample) -> set[str]:
 
 
 class TestSet:
-    """The fingerprints of every question an evaluation may use: steer.py's generator stream (seed 0) at a level,
-    and the original test samples under each test data directory."""
+    """The fingerprints of every question an evaluation may use: steer.py's generator stream of each evaluation
+    seed (default 0) at a level, and the original test samples under each test data directory."""
 
-    def __init__(self, test_dirs: list[Path]):
-        self.test_dirs = test_dirs
+    def __init__(self, test_dirs: list[Path], seeds=(0,)):
+        self.test_dirs, self.seeds = test_dirs, tuple(seeds)
         self._cache: dict[tuple, set[str]] = {}
 
     def fingerprints(self, task: symbench.Task, level) -> set[str]:
@@ -83,8 +84,9 @@ class TestSet:
         if key not in self._cache:
             prints = set()
             if task.generatable and level in task.levels:
-                for sample in task.generate(TEST_STREAM_N, complexity=level, seed=0):
-                    prints |= fingerprints(sample)
+                for seed in self.seeds:
+                    for sample in task.generate(TEST_STREAM_N, complexity=level, seed=seed):
+                        prints |= fingerprints(sample)
             for folder in self.test_dirs:
                 try:
                     originals = task.load_original(folder)
@@ -97,6 +99,24 @@ class TestSet:
 
     def overlaps(self, task: symbench.Task, sample: symbench.Sample) -> bool:
         return bool(fingerprints(sample) & self.fingerprints(task, sample.complexity))
+
+
+def questions_in_test_set(rows: list[dict], test_set: TestSet) -> list[str]:
+    """'task/question_id' of each synthesized row whose generated question is in the test set (a check for data
+    synthesized before the test set grew, e.g. by a new evaluation seed). Generator streams are prefix-stable, so a
+    row's question is regenerated from its seed, level and index; rows from the original files (seed None) were
+    checked against the test data directories when they were drawn."""
+    found = []
+    for row in rows:
+        if row.get("seed") is None:
+            continue
+        task, index = symbench.get_task(row["task"]), int(row["question_id"].rsplit("-", 1)[1])
+        sample = task.generate(index + 1, complexity=row["level"], seed=row["seed"])[index]
+        if sample.id != row["question_id"]:
+            raise ValueError(f"cannot regenerate {row['task']}/{row['question_id']} (got {sample.id})")
+        if test_set.overlaps(task, sample):
+            found.append(f"{row['task']}/{row['question_id']}")
+    return list(dict.fromkeys(found))
 
 
 def plan_questions(tasks: list[symbench.Task], args, test_set: TestSet) -> list[tuple[symbench.Task, symbench.Sample]]:
@@ -592,7 +612,7 @@ def synthesize(args) -> dict:
         args.max_depth = DEMO_DEPTH if demo else 3
     check_reachable(clients)
     settings = steer.loop_settings(args, mode)
-    test_set = TestSet([Path(d) for d in [REFERENCE_DIR, *(args.test_data_dir or [])]])
+    test_set = TestSet([Path(d) for d in [REFERENCE_DIR, *(args.test_data_dir or [])]], args.test_seeds)
     planned = plan_questions(tasks, args, test_set)
     if not planned:
         raise SystemExit("no question left to synthesize on (all are in the test set)")
@@ -637,6 +657,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command.add_argument("--test-data-dir", action="append",
                              help="an original dataset_gather folder whose samples must not be used (repeatable; "
                                   "the shipped tests/symbench-reference is always excluded)")
+        command.add_argument("--test-seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                             help="steer.py --seed values whose generated test samples must not be used: the first "
+                                  f"{TEST_STREAM_N} of each seed's stream at each level (default 0)")
         if name == "sft":
             command.add_argument("--keep", choices=["correct", "all"], default="correct",
                                  help="which finished trajectories become rows (default correct)")

@@ -12,6 +12,7 @@ import checkers
 import reproduce
 import steer
 import symbench
+import synth
 from fixture_server import fixture_server
 
 TASKS = {"seen": "game24", "unseen": "letters"}
@@ -117,6 +118,17 @@ def test_the_recipe_runs_every_stage_then_resumes_without_redoing_them(tmp_path,
             run_recipe(out, server, embedded_path, "--n-eval", "2")
         with pytest.raises(SystemExit, match="started with other settings"):   # the seed already run must stay
             run_recipe(out, server, embedded_path, "--eval-seeds", "1")
+
+
+def test_an_evaluation_seed_whose_questions_were_synthesized_stops_the_recipe(tmp_path):
+    navigation, seed0 = symbench.get_task("navigation"), synth.TestSet([], seeds=[0])
+    seed1 = [s for s in navigation.generate(20, complexity=1, seed=1) if not seed0.overlaps(navigation, s)][:5]
+    (tmp_path / "synth-sft").mkdir()
+    (tmp_path / "synth-sft" / "sft.jsonl").write_text("".join(
+        json.dumps(dict(task="navigation", question_id=s.id, level=1, seed=1, messages=[])) + "\n" for s in seed1))
+    reproduce.check_held_out(tmp_path, [0])   # seed 1's questions are not seed 0's test samples
+    with pytest.raises(SystemExit, match="the training data holds 5 test questions of --eval-seeds 0 1"):
+        reproduce.check_held_out(tmp_path, [0, 1])
 
 
 def test_the_report_pools_each_methods_seeds_into_one_column():

@@ -342,6 +342,24 @@ def test_questions_are_disjoint_from_steers_default_evaluation_and_the_original_
                                 synth.TestSet([synth.REFERENCE_DIR])) == []
 
 
+def test_every_evaluation_seed_is_held_out_and_rows_made_before_a_seed_was_added_are_found():
+    navigation = symbench.get_task("navigation")   # a small question space: streams of different seeds overlap
+    args = argparse.Namespace(n=60, seed=0, complexity="1", data_dir=None, shard=None)
+    seed0_only = synth.plan_questions([navigation], args, synth.TestSet([], seeds=[0]))
+    both = synth.plan_questions([navigation], args, synth.TestSet([], seeds=[0, 1]))
+    seed1 = navigation.generate(synth.TEST_STREAM_N, complexity=1, seed=1)
+    seed1_prints = set().union(*(synth.fingerprints(s) for s in seed1))
+    leaked = [s for _, s in seed0_only if synth.fingerprints(s) & seed1_prints]
+    assert leaked and len(both) == 60   # held out only with --test-seeds 0 1, and replaced by other questions
+    assert not any(synth.fingerprints(s) & seed1_prints for _, s in both)
+
+    rows = [dict(task="navigation", question_id=s.id, level=1, seed=synth.SYNTH_SEED_BASE) for _, s in seed0_only]
+    rows.append(dict(task="navigation", question_id="some-file-id", level=1, seed=None))   # from the original files
+    assert synth.questions_in_test_set(rows, synth.TestSet([], seeds=[0])) == []
+    assert synth.questions_in_test_set(rows, synth.TestSet([], seeds=[0, 1])) == [f"navigation/{s.id}"
+                                                                                     for s in leaked]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad inputs
 
