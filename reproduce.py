@@ -299,13 +299,18 @@ def write_report(out: Path, stages: list[Stage], finished: dict):
     print(f"wrote {out / 'RESULTS.md'}")
 
 
+def seed_groups(evals: list[Path]) -> list[list[Path]]:
+    """The evaluation folders of each method: METHOD, METHOD-seed1, ..."""
+    groups: dict[str, list[Path]] = {}
+    for folder in evals:
+        groups.setdefault(re.sub(r"-seed\d+$", "", folder.name), []).append(folder)
+    return list(groups.values())
+
+
 def compare_columns(evals: list[Path]) -> list[str]:
     """steer.py compare's arguments: one column per method, pooling its evaluation seeds (FOLDER+FOLDER-seed1), so
     that Ave. Norm. weighs every sample of a method and normalizes against the best method, not the best seed."""
-    columns: dict[str, list[str]] = {}
-    for folder in evals:
-        columns.setdefault(re.sub(r"-seed\d+$", "", folder.name), []).append(relative(folder))
-    return ["+".join(folders) for folders in columns.values()]
+    return ["+".join(map(relative, folders)) for folders in seed_groups(evals)]
 
 
 def method_table(evals: list[Path]) -> list[str]:
@@ -316,11 +321,10 @@ def method_table(evals: list[Path]) -> list[str]:
             "s/sample |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     records = {folder: ResultsFile(folder / "results.jsonl").read() for folder in evals}
     rows += [method_row(folder.name, records[folder]) for folder in evals]
-    for column in compare_columns(evals):
-        folders = [ROOT / part for part in column.split("+")]
+    for folders in seed_groups(evals):
         if len(folders) > 1:
             rows.append(method_row(f"{folders[0].name}, {len(folders)} seeds",
-                                   [r for folder in folders for r in records[folder.resolve()]]))
+                                   [r for folder in folders for r in records[folder]]))
     return rows
 
 
