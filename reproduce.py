@@ -242,12 +242,14 @@ def main(argv: list[str] | None = None):
         raise SystemExit(f"{out} was started with other settings ({recipe_path}); choose another --out (only "
                          "--eval-seeds may grow, keeping the seeds already run first)")
     write_json_atomically(recipe_path, recipe)
+    held_out_checked = False   # once, after synthesis and before the first evaluation this run starts
     for stage in stages:
         entry = finished.get(stage.name, {})
         if entry.get("finished") and stage.done.exists():
             continue
-        if stage.name.startswith("eval-"):
+        if stage.name.startswith("eval-") and not held_out_checked:
             check_held_out(out, args.eval_seeds)
+            held_out_checked = True
         earlier = entry.get("seconds", 0.0)   # time spent in runs of this stage that were killed (or undone)
 
         def heartbeat(seconds: float, name=stage.name, earlier=earlier):

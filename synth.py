@@ -106,15 +106,20 @@ def questions_in_test_set(rows: list[dict], test_set: TestSet) -> list[str]:
     synthesized before the test set grew, e.g. by a new evaluation seed). Generator streams are prefix-stable, so a
     row's question is regenerated from its seed, level and index; rows from the original files (seed None) were
     checked against the test data directories when they were drawn."""
+    generated = [row for row in rows if row.get("seed") is not None]
+    position = {id(row): int(row["question_id"].rsplit("-", 1)[1]) for row in generated}
+    lengths: dict[tuple, int] = {}   # each stream is generated once, up to the furthest question a row needs
+    for row in generated:
+        key = (row["task"], row["level"], row["seed"])
+        lengths[key] = max(lengths.get(key, 0), position[id(row)] + 1)
+    streams = {(task, level, seed): symbench.get_task(task).generate(n, complexity=level, seed=seed)
+               for (task, level, seed), n in lengths.items()}
     found = []
-    for row in rows:
-        if row.get("seed") is None:
-            continue
-        task, index = symbench.get_task(row["task"]), int(row["question_id"].rsplit("-", 1)[1])
-        sample = task.generate(index + 1, complexity=row["level"], seed=row["seed"])[index]
+    for row in generated:
+        sample = streams[row["task"], row["level"], row["seed"]][position[id(row)]]
         if sample.id != row["question_id"]:
             raise ValueError(f"cannot regenerate {row['task']}/{row['question_id']} (got {sample.id})")
-        if test_set.overlaps(task, sample):
+        if test_set.overlaps(symbench.get_task(row["task"]), sample):
             found.append(f"{row['task']}/{row['question_id']}")
     return list(dict.fromkeys(found))
 
